@@ -1,0 +1,81 @@
+"""One place that turns errors into HTTP answers, for the API and for unknown /api/ URLs.
+
+Every error body has the same shape: `{"code": ..., "message": ..., "fields": {...}}`, with
+`fields` only for invalid input.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found, server_error
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from orders import domain
+
+logger = logging.getLogger(__name__)
+
+# Domain errors and the HTTP status and code each becomes.
+DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (domain.OrderValidationError, status.HTTP_400_BAD_REQUEST, "invalid"),
+    (domain.OrderNotFound, status.HTTP_404_NOT_FOUND, "not_found"),
+    (domain.IllegalTransition, status.HTTP_409_CONFLICT, "illegal_transition"),
+    (domain.ConcurrentUpdate, status.HTTP_409_CONFLICT, "concurrent_update"),
+    (domain.OrderNotEditable, status.HTTP_409_CONFLICT, "not_editable"),
+    (domain.IdempotencyConflict, status.HTTP_422_UNPROCESSABLE_ENTITY, "idempotency_conflict"),
+]
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    for error_class, http_status, code in DOMAIN_ERRORS:
+        if isinstance(exc, error_class):
+            body: dict[str, Any] = {"code": code, "message": str(exc)}
+            if isinstance(exc, domain.OrderValidationError):
+                body["fields"] = exc.fields
+            return Response(body, status=http_status)
+
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # an unexpected error: Django logs it and answers 500
+    if isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        response.data = {"code": "invalid", "message": "Invalid input.", "fields": detail}
+    elif isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        response.data = {
+            "code": codes if isinstance(codes, str) else exc.default_code,
+            "message": str(exc.detail),
+        }
+    return response
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def api_not_found(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"code": "not_found", "message": "No such endpoint."}, status=404)
+
+
+def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return api_not_found(request)
+    return page_not_found(request, exception)
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(
+            {"code": "server_error", "message": "Something went wrong on our side."}, status=500
+        )
+    return server_error(request)

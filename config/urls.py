@@ -1,0 +1,35 @@
+"""Root URLs: the shop pages, the admin, the API with its schema and docs."""
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from config.exceptions import api_not_found
+
+api_patterns = [
+    path("", include("orders.api_urls")),
+    path("monitoring/", include("monitoring.api_urls")),
+    path("auth/token", TokenObtainPairView.as_view(), name="token_obtain_pair"),
+    path("auth/token/refresh", TokenRefreshView.as_view(), name="token_refresh"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # Anything else under /api/ answers in JSON too, in every mode.
+    re_path(r"^.*$", api_not_found),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include(api_patterns)),
+    path("accounts/", include("orders.account_urls")),
+    path("", include("orders.urls")),
+]
+
+if settings.DEBUG:
+    from django.conf.urls.static import static
+
+    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+
+handler404 = "config.exceptions.handler404"
+handler500 = "config.exceptions.handler500"

@@ -1,0 +1,314 @@
+"""The order domain: plain dataclasses, the status state machine and the domain errors.
+
+Nothing here imports Django's ORM: orders are stored through an `OrderRepository` adapter (the
+ORM by default, DynamoDB later), and every adapter reads and writes these types.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+class OrderStatus(enum.StrEnum):
+    PENDING_PAYMENT = "pending_payment"
+    PAYMENT_FAILED = "payment_failed"
+    PAID = "paid"
+    FULFILLED = "fulfilled"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    CANCELLED = "cancelled"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").capitalize()
+
+    @classmethod
+    def choices(cls) -> list[tuple[str, str]]:
+        return [(status.value, status.label) for status in cls]
+
+
+# The state machine, in one place: the statuses each status may move to.
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING_PAYMENT: frozenset(
+        {OrderStatus.PAID, OrderStatus.PAYMENT_FAILED, OrderStatus.CANCELLED}
+    ),
+    OrderStatus.PAYMENT_FAILED: frozenset({OrderStatus.PENDING_PAYMENT, OrderStatus.CANCELLED}),
+    OrderStatus.PAID: frozenset(
+        {OrderStatus.FULFILLED, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
+    ),
+    OrderStatus.PARTIALLY_REFUNDED: frozenset({OrderStatus.REFUNDED}),
+    OrderStatus.FULFILLED: frozenset(),
+    OrderStatus.REFUNDED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+}
+
+# Orders whose stock is still held for them; leaving these for `cancelled` releases it.
+STOCK_HOLDING_STATUSES = frozenset({OrderStatus.PENDING_PAYMENT, OrderStatus.PAYMENT_FAILED})
+# Orders the customer may still edit (address, notes) or cancel.
+CUSTOMER_EDITABLE_STATUSES = STOCK_HOLDING_STATUSES
+
+
+def can_transition(from_status: OrderStatus, to_status: OrderStatus) -> bool:
+    return to_status in TRANSITIONS[from_status]
+
+
+class EventType(enum.StrEnum):
+    CREATED = "created"
+    STATUS_CHANGED = "status_changed"
+    EDITED = "edited"
+    NOTE_ADDED = "note_added"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").capitalize()
+
+    @classmethod
+    def choices(cls) -> list[tuple[str, str]]:
+        return [(event_type.value, event_type.label) for event_type in cls]
+
+
+# --- Errors ---------------------------------------------------------------------------------
+class OrderError(Exception):
+    """Base of every error the order domain raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class OrderNotFound(OrderError):
+    def __init__(self, order_id: uuid.UUID | str) -> None:
+        super().__init__(f"Order {order_id} was not found.")
+        self.order_id = order_id
+
+
+class IllegalTransition(OrderError):
+    def __init__(self, from_status: OrderStatus, to_status: OrderStatus) -> None:
+        allowed = ", ".join(sorted(TRANSITIONS[from_status])) or "none (it is final)"
+        super().__init__(f"An order that is {from_status} cannot become {to_status}; allowed: {allowed}.")
+        self.from_status = from_status
+        self.to_status = to_status
+
+
+class ConcurrentUpdate(OrderError):
+    def __init__(self, order_id: uuid.UUID, expected_version: int) -> None:
+        super().__init__(
+            f"Order {order_id} was changed by someone else (expected version {expected_version})."
+            " Reload it and try again."
+        )
+        self.order_id = order_id
+        self.expected_version = expected_version
+
+
+class DuplicateOrder(OrderError):
+    """The repository already holds an order with this id or idempotency key."""
+
+
+class IdempotencyConflict(OrderError):
+    """The Idempotency-Key was used before with a different request."""
+
+
+class OrderValidationError(OrderError):
+    """Input that is well formed but not acceptable; `fields` maps field names to messages."""
+
+    def __init__(self, fields: dict[str, Any], message: str = "Invalid input.") -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class OrderNotEditable(OrderError):
+    pass
+
+
+# --- Data at the boundary -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who caused a change: a customer, a staff member, a guest or the system itself."""
+
+    kind: str  # "customer", "staff", "guest", "system"
+    user_id: int | None = None
+    label: str = ""
+
+    def __str__(self) -> str:
+        if self.user_id is not None:
+            return f"{self.kind}:{self.user_id}"
+        return f"{self.kind}:{self.label}" if self.label else self.kind
+
+    @classmethod
+    def system(cls, label: str = "") -> Actor:
+        return cls(kind="system", label=label)
+
+
+@dataclass(frozen=True, slots=True)
+class ShippingAddress:
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str  # ISO 3166-1 alpha-2
+    line2: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "line1": self.line1,
+            "line2": self.line2,
+            "city": self.city,
+            "postal_code": self.postal_code,
+            "country": self.country,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShippingAddress:
+        return cls(
+            name=data["name"],
+            line1=data["line1"],
+            line2=data.get("line2", "") or "",
+            city=data["city"],
+            postal_code=data["postal_code"],
+            country=data["country"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    """One line, with the product's sku, name and unit price captured when it was ordered."""
+
+    product_id: int
+    sku: str
+    name: str
+    unit_price_minor: int
+    quantity: int
+
+    @property
+    def line_total_minor(self) -> int:
+        return self.unit_price_minor * self.quantity
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    """One entry of an order's audit trail. Appended, never changed or removed."""
+
+    order_id: uuid.UUID
+    sequence: int
+    type: EventType
+    actor: str
+    created_at: datetime
+    from_status: OrderStatus | None = None
+    to_status: OrderStatus | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A side effect to perform once the order change that caused it is stored.
+
+    The repository writes these in the same atomic write as the order; the fan-out relay turns
+    them into deliveries.
+    """
+
+    order_id: uuid.UUID
+    event_type: str
+    order_version: int
+    payload: dict[str, Any]
+    created_at: datetime = field(default_factory=utcnow)
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(slots=True)
+class Order:
+    id: uuid.UUID
+    status: OrderStatus
+    currency: str
+    lines: list[OrderLine]
+    subtotal_minor: int
+    shipping_minor: int
+    total_minor: int
+    email: str
+    shipping_address: ShippingAddress
+    created_at: datetime
+    updated_at: datetime
+    customer_id: int | None = None
+    notes: str = ""
+    version: int = 1
+    idempotency_scope: str = ""
+    idempotency_key: str = ""
+    request_fingerprint: str = ""
+    # Events recorded by the domain but not yet stored; the repository writes and clears them.
+    pending_events: list[OrderEvent] = field(default_factory=list)
+    # The sequence number of the last stored or pending event.
+    last_event_sequence: int = 0
+
+    @property
+    def is_guest(self) -> bool:
+        return self.customer_id is None
+
+    def record(
+        self,
+        *,
+        type: EventType,  # noqa: A002 - the audit trail's own word
+        actor: Actor | str,
+        from_status: OrderStatus | None = None,
+        to_status: OrderStatus | None = None,
+        data: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> OrderEvent:
+        self.last_event_sequence += 1
+        event = OrderEvent(
+            order_id=self.id,
+            sequence=self.last_event_sequence,
+            type=type,
+            actor=str(actor),
+            created_at=at or utcnow(),
+            from_status=from_status,
+            to_status=to_status,
+            data=data or {},
+        )
+        self.pending_events.append(event)
+        return event
+
+    def transition_to(
+        self, to_status: OrderStatus, *, actor: Actor | str, data: dict[str, Any] | None = None
+    ) -> OrderEvent:
+        """Move to `to_status` if the state machine allows it, recording the change."""
+        if not can_transition(self.status, to_status):
+            raise IllegalTransition(self.status, to_status)
+        from_status = self.status
+        self.status = to_status
+        self.updated_at = utcnow()
+        return self.record(
+            type=EventType.STATUS_CHANGED,
+            actor=actor,
+            from_status=from_status,
+            to_status=to_status,
+            data=data,
+            at=self.updated_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderQuery:
+    """What `OrderRepository.list` returns: filters, ordering and one page's cursor."""
+
+    customer_id: int | None = None  # None: every customer's orders (staff)
+    status: OrderStatus | None = None
+    created_from: datetime | None = None  # inclusive
+    created_to: datetime | None = None  # exclusive
+    newest_first: bool = True
+    limit: int = 20
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPage:
+    orders: list[Order]
+    next_cursor: str | None

@@ -1,0 +1,81 @@
+"""Reads of the orders app: the catalog, and orders as a given viewer may see them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+
+from orders.domain import Order, OrderEvent, OrderNotFound, OrderPage, OrderQuery, OrderStatus
+from orders.models import Product
+from orders.repositories import OrderRepository
+
+
+def product_list() -> QuerySet[Product]:
+    return Product.objects.filter(active=True).order_by("name", "sku")
+
+
+def product_get(*, sku: str) -> Product | None:
+    return product_list().filter(sku=sku).first()
+
+
+def order_visible_to(
+    order: Order,
+    user: AbstractBaseUser | AnonymousUser | None,
+    *,
+    guest_order_ids: Collection[str] = (),
+) -> bool:
+    """Staff see every order, customers their own, a guest's browser the orders it placed."""
+    if user is not None and user.is_authenticated and (user.is_staff or order.customer_id == user.pk):
+        return True
+    return order.is_guest and str(order.id) in guest_order_ids
+
+
+def order_get(
+    *,
+    repository: OrderRepository,
+    order_id: uuid.UUID | str,
+    user: AbstractBaseUser | AnonymousUser | None,
+    guest_order_ids: Collection[str] = (),
+) -> Order:
+    """The order if `user` may see it; `OrderNotFound` otherwise, so no one learns it exists."""
+    try:
+        order_uuid = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
+    except ValueError as exc:
+        raise OrderNotFound(order_id) from exc
+    order = repository.get(order_uuid)
+    if not order_visible_to(order, user, guest_order_ids=guest_order_ids):
+        raise OrderNotFound(order_uuid)
+    return order
+
+
+def order_list(
+    *,
+    repository: OrderRepository,
+    user: AbstractBaseUser,
+    status: OrderStatus | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    newest_first: bool = True,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> OrderPage:
+    """One page of the orders `user` may see: all for staff, their own for customers."""
+    return repository.list(
+        OrderQuery(
+            customer_id=None if user.is_staff else user.pk,
+            status=status,
+            created_from=created_from,
+            created_to=created_to,
+            newest_first=newest_first,
+            limit=limit,
+            cursor=cursor,
+        )
+    )
+
+
+def order_events(*, repository: OrderRepository, order: Order) -> list[OrderEvent]:
+    return repository.events(order.id)

@@ -1,0 +1,342 @@
+"""Writes of the orders app. Pages, the API, the admin and commands all call these.
+
+Every function takes the `OrderRepository` to use as a keyword argument (tests pass their own),
+prices orders from the catalog on the server, and records an audit event with every change in the
+same atomic write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.db.models import F
+
+from orders.domain import (
+    CUSTOMER_EDITABLE_STATUSES,
+    STOCK_HOLDING_STATUSES,
+    Actor,
+    ConcurrentUpdate,
+    DuplicateOrder,
+    EventType,
+    IdempotencyConflict,
+    Order,
+    OrderLine,
+    OrderNotEditable,
+    OrderStatus,
+    OrderValidationError,
+    OutboxMessage,
+    ShippingAddress,
+    utcnow,
+)
+from orders.models import Product
+from orders.repositories import OrderRepository
+
+# How often a change is re-applied to a freshly read order when another writer got there first.
+CONCURRENT_UPDATE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class LineRequest:
+    sku: str
+    quantity: int
+
+
+def actor_for(user: AbstractBaseUser | AnonymousUser | None, *, guest_email: str = "") -> Actor:
+    """The `Actor` recorded in the audit trail for a request's user."""
+    if user is not None and user.is_authenticated:
+        return Actor(kind="staff" if user.is_staff else "customer", user_id=user.pk)
+    return Actor(kind="guest", label=guest_email)
+
+
+def idempotency_scope_for(user: AbstractBaseUser | AnonymousUser | None) -> str:
+    """Idempotency keys are per user; anonymous clients share one scope."""
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    return "anonymous"
+
+
+def order_place(
+    *,
+    repository: OrderRepository,
+    actor: Actor,
+    customer_id: int | None,
+    email: str,
+    lines: Sequence[LineRequest],
+    shipping_address: ShippingAddress,
+    notes: str = "",
+    idempotency_scope: str = "",
+    idempotency_key: str = "",
+) -> tuple[Order, bool]:
+    """Price the lines from the catalog, reserve their stock and store a `pending_payment` order.
+
+    Returns the order and whether it was created now. With an idempotency key, a repeat of the
+    same request returns the order made the first time (created is False); the same key with a
+    different request raises `IdempotencyConflict`.
+    """
+    merged = _merge_lines(lines)
+    fingerprint = _fingerprint(
+        customer_id=customer_id,
+        email=email,
+        lines=merged,
+        shipping_address=shipping_address,
+        notes=notes,
+    )
+    if idempotency_key:
+        earlier = repository.get_by_idempotency_key(scope=idempotency_scope, key=idempotency_key)
+        if earlier is not None:
+            return _replay(earlier, fingerprint), False
+    try:
+        with transaction.atomic():
+            order_lines, currency = _price_and_reserve(merged)
+            subtotal = sum(line.line_total_minor for line in order_lines)
+            shipping = settings.ORDER_SHIPPING_FLAT_MINOR
+            now = utcnow()
+            order = Order(
+                id=uuid.uuid4(),
+                status=OrderStatus.PENDING_PAYMENT,
+                currency=currency,
+                lines=order_lines,
+                subtotal_minor=subtotal,
+                shipping_minor=shipping,
+                total_minor=subtotal + shipping,
+                email=email,
+                shipping_address=shipping_address,
+                notes=notes,
+                customer_id=customer_id,
+                created_at=now,
+                updated_at=now,
+                idempotency_scope=idempotency_scope if idempotency_key else "",
+                idempotency_key=idempotency_key,
+                request_fingerprint=fingerprint,
+            )
+            order.record(
+                type=EventType.CREATED,
+                actor=actor,
+                to_status=order.status,
+                data={
+                    "lines": [{"sku": line.sku, "quantity": line.quantity} for line in order_lines],
+                    "total_minor": order.total_minor,
+                    "currency": currency,
+                },
+                at=now,
+            )
+            repository.add(order, outbox=())
+    except DuplicateOrder:
+        # Another request with the same key won the race; its transaction has committed.
+        earlier = repository.get_by_idempotency_key(scope=idempotency_scope, key=idempotency_key)
+        if not idempotency_key or earlier is None:
+            raise
+        return _replay(earlier, fingerprint), False
+    return order, True
+
+
+def order_update(
+    *,
+    repository: OrderRepository,
+    order_id: uuid.UUID,
+    actor: Actor,
+    shipping_address: ShippingAddress | None = None,
+    notes: str | None = None,
+) -> Order:
+    """Change the editable fields. Customers may do so only before the order is paid."""
+
+    def change(order: Order) -> bool:
+        if actor.kind != "staff" and order.status not in CUSTOMER_EDITABLE_STATUSES:
+            raise OrderNotEditable(f"An order that is {order.status} can no longer be changed.")
+        changed: dict[str, Any] = {}
+        if shipping_address is not None and shipping_address != order.shipping_address:
+            changed["shipping_address"] = {
+                "from": order.shipping_address.as_dict(),
+                "to": shipping_address.as_dict(),
+            }
+            order.shipping_address = shipping_address
+        if notes is not None and notes != order.notes:
+            changed["notes"] = {"from": order.notes, "to": notes}
+            order.notes = notes
+        if not changed:
+            return False
+        order.updated_at = utcnow()
+        order.record(type=EventType.EDITED, actor=actor, data={"changed": changed}, at=order.updated_at)
+        return True
+
+    return _apply(repository, order_id, change)
+
+
+def order_add_note(*, repository: OrderRepository, order_id: uuid.UUID, actor: Actor, text: str) -> Order:
+    """Append a note to the order's audit trail."""
+    text = text.strip()
+    if not text:
+        raise OrderValidationError({"note": ["A note cannot be empty."]})
+
+    def change(order: Order) -> bool:
+        order.updated_at = utcnow()
+        order.record(type=EventType.NOTE_ADDED, actor=actor, data={"text": text}, at=order.updated_at)
+        return True
+
+    return _apply(repository, order_id, change)
+
+
+def order_transition(
+    *,
+    repository: OrderRepository,
+    order_id: uuid.UUID,
+    to_status: OrderStatus,
+    actor: Actor,
+    data: dict[str, Any] | None = None,
+    outbox: Callable[[Order], Sequence[OutboxMessage]] | None = None,
+) -> Order:
+    """Move the order to `to_status` if the state machine allows it (else `IllegalTransition`).
+
+    Cancelling an order that still holds stock gives the stock back, in the same transaction.
+    `outbox`, if given, makes the side effects to store atomically with the change.
+    """
+
+    def change(order: Order) -> bool:
+        from_status = order.status
+        order.transition_to(to_status, actor=actor, data=data)
+        if to_status == OrderStatus.CANCELLED and from_status in STOCK_HOLDING_STATUSES:
+            _release_stock(order.lines)
+        return True
+
+    return _apply(repository, order_id, change, outbox=outbox)
+
+
+def order_cancel(
+    *, repository: OrderRepository, order_id: uuid.UUID, actor: Actor, reason: str = ""
+) -> Order:
+    """Cancel the order (orders are never deleted); its reserved stock is released."""
+    return order_transition(
+        repository=repository,
+        order_id=order_id,
+        to_status=OrderStatus.CANCELLED,
+        actor=actor,
+        data={"reason": reason} if reason else None,
+    )
+
+
+# --- helpers --------------------------------------------------------------------------------
+def _apply(
+    repository: OrderRepository,
+    order_id: uuid.UUID,
+    change: Callable[[Order], bool],
+    *,
+    outbox: Callable[[Order], Sequence[OutboxMessage]] | None = None,
+) -> Order:
+    """Read the order, apply `change` and save it, re-reading when another writer got first.
+
+    `change` returns False when there is nothing to store. Domain errors it raises go to the
+    caller with nothing written.
+    """
+    for attempt in range(1, CONCURRENT_UPDATE_ATTEMPTS + 1):
+        order = repository.get(order_id)
+        try:
+            with transaction.atomic():
+                if not change(order):
+                    return order
+                messages = outbox(order) if outbox else ()
+                repository.save(order, outbox=messages)
+                return order
+        except ConcurrentUpdate:
+            if attempt == CONCURRENT_UPDATE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _merge_lines(lines: Sequence[LineRequest]) -> list[LineRequest]:
+    """One line per sku, in the order first seen; quantities of repeated skus add up."""
+    if not lines:
+        raise OrderValidationError({"lines": ["An order needs at least one line."]})
+    if len(lines) > settings.ORDER_MAX_LINES:
+        raise OrderValidationError({"lines": [f"At most {settings.ORDER_MAX_LINES} lines."]})
+    quantities: dict[str, int] = {}
+    for line in lines:
+        quantities[line.sku] = quantities.get(line.sku, 0) + line.quantity
+    limit = settings.ORDER_MAX_QUANTITY_PER_LINE
+    too_many = [sku for sku, quantity in quantities.items() if not 1 <= quantity <= limit]
+    if too_many:
+        raise OrderValidationError(
+            {"lines": [f"Quantity of {sku} must be between 1 and {limit}." for sku in too_many]}
+        )
+    return [LineRequest(sku=sku, quantity=quantity) for sku, quantity in quantities.items()]
+
+
+def _price_and_reserve(lines: Sequence[LineRequest]) -> tuple[list[OrderLine], str]:
+    """Order lines priced from the catalog, their stock taken. Call inside a transaction."""
+    products = {p.sku: p for p in Product.objects.filter(sku__in=[line.sku for line in lines], active=True)}
+    unknown = [line.sku for line in lines if line.sku not in products]
+    if unknown:
+        raise OrderValidationError(
+            {"lines": [f"No product with sku {sku!r} is for sale." for sku in unknown]}
+        )
+    currencies = {products[line.sku].currency for line in lines}
+    if len(currencies) > 1:
+        raise OrderValidationError(
+            {"lines": [f"All products of one order must share a currency, not {sorted(currencies)}."]}
+        )
+    short: list[str] = []
+    # A conditional decrement per product, in id order: atomic on every database, and two orders
+    # taking the same products lock them in the same order.
+    for line in sorted(lines, key=lambda line: products[line.sku].pk):
+        product = products[line.sku]
+        taken = Product.objects.filter(pk=product.pk, stock__gte=line.quantity).update(
+            stock=F("stock") - line.quantity
+        )
+        if not taken:
+            left = Product.objects.values_list("stock", flat=True).get(pk=product.pk)
+            short.append(f"Only {left} of {line.sku} left in stock; {line.quantity} asked for.")
+    if short:
+        raise OrderValidationError({"lines": short}, message="Not enough stock.")
+    order_lines = [
+        OrderLine(
+            product_id=products[line.sku].pk,
+            sku=line.sku,
+            name=products[line.sku].name,
+            unit_price_minor=products[line.sku].price_minor,
+            quantity=line.quantity,
+        )
+        for line in lines
+    ]
+    return order_lines, currencies.pop()
+
+
+def _release_stock(lines: Sequence[OrderLine]) -> None:
+    for line in sorted(lines, key=lambda line: line.product_id):
+        Product.objects.filter(pk=line.product_id).update(stock=F("stock") + line.quantity)
+
+
+def _fingerprint(
+    *,
+    customer_id: int | None,
+    email: str,
+    lines: Sequence[LineRequest],
+    shipping_address: ShippingAddress,
+    notes: str,
+) -> str:
+    canonical = json.dumps(
+        {
+            "customer_id": customer_id,
+            "email": email.lower(),
+            "lines": sorted([line.sku, line.quantity] for line in lines),
+            "shipping_address": shipping_address.as_dict(),
+            "notes": notes,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(earlier: Order, fingerprint: str) -> Order:
+    if earlier.request_fingerprint != fingerprint:
+        raise IdempotencyConflict(
+            "This Idempotency-Key was already used with a different request; use a new key."
+        )
+    return earlier
