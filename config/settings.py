@@ -177,6 +177,7 @@ STORAGES = {
 # Outside production WhiteNoise serves straight from the app and project folders, so `make run`
 # needs no collectstatic.
 WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_AUTOREFRESH = not PRODUCTION
 
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -212,7 +213,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"OrderStatusEnum": "orders.domain.OrderStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "orders.serializers.ORDER_STATUS_CHOICES",
+        "HealthStatusEnum": "monitoring.apis.HEALTH_STATUSES",
+    },
 }
 
 # --- The order platform ---------------------------------------------------------------------

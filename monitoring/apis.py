@@ -8,6 +8,8 @@ from rest_framework.views import APIView
 
 from monitoring.selectors import health_check
 
+HEALTH_STATUSES = ["ok", "unavailable"]
+
 
 class ComponentHealthSerializer(serializers.Serializer):
     name = serializers.CharField()
@@ -18,7 +20,7 @@ class ComponentHealthSerializer(serializers.Serializer):
 
 
 class HealthSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["ok", "unavailable"])
+    status = serializers.ChoiceField(choices=HEALTH_STATUSES)
     components = ComponentHealthSerializer(many=True)
 
 

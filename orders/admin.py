@@ -133,9 +133,6 @@ class OrderAdmin(admin.ModelAdmin):
         except (OrderError, KeyError, TypeError) as exc:
             messages.error(request, f"Not saved: {exc}")
 
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        """Lines and events are read-only here; nothing to save."""
-
 
 @admin.register(models.OutboxEntry)
 class OutboxEntryAdmin(admin.ModelAdmin):

@@ -11,6 +11,8 @@ from rest_framework import serializers
 from orders.domain import TRANSITIONS, OrderStatus
 from orders.services import LineRequest
 
+ORDER_STATUS_CHOICES = OrderStatus.choices()
+
 
 class RejectUnknownFieldsMixin:
     """Fields a client may not set get a 400 naming them, instead of being silently dropped."""
@@ -69,7 +71,7 @@ class OrderUpdateInputSerializer(RejectUnknownFieldsMixin, serializers.Serialize
         max_length=2000, required=False, help_text="A note to append to the order's audit trail."
     )
     status = serializers.ChoiceField(
-        choices=OrderStatus.choices(),
+        choices=ORDER_STATUS_CHOICES,
         required=False,
         help_text="Staff only: a status the state machine allows from the current one.",
     )
@@ -83,7 +85,7 @@ class OrderUpdateInputSerializer(RejectUnknownFieldsMixin, serializers.Serialize
 
 
 class OrderListQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=OrderStatus.choices(), required=False)
+    status = serializers.ChoiceField(choices=ORDER_STATUS_CHOICES, required=False)
     created_after = serializers.DateTimeField(required=False, help_text="Inclusive, ISO 8601.")
     created_before = serializers.DateTimeField(required=False, help_text="Exclusive, ISO 8601.")
     ordering = serializers.ChoiceField(
@@ -113,7 +115,7 @@ class ShippingAddressOutputSerializer(serializers.Serializer):
 
 class OrderOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=OrderStatus.choices())
+    status = serializers.ChoiceField(choices=ORDER_STATUS_CHOICES)
     allowed_transitions = serializers.SerializerMethodField()
     currency = serializers.CharField()
     subtotal_minor = serializers.IntegerField()

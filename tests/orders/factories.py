@@ -17,7 +17,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", "pw-for-tests")
 
     @factory.post_generation
-    def _save(obj, create: bool, extracted: object, **kwargs: object) -> None:  # noqa: N805
+    def _save(obj, create: bool, extracted: object, **kwargs: object) -> None:
         if create:
             obj.save()
 

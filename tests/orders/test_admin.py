@@ -1,0 +1,133 @@
+"""The admin: orders with lines and a read-only timeline, search, filters, transition actions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from orders.domain import EventType, Order, OrderStatus
+from orders.models import OrderEvent, OrderLine, Product
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(staff: Any) -> Client:
+    staff.is_superuser = True
+    staff.save()
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+def test_order_list_search_and_filters(
+    admin_client: Client, place: Callable[..., Order], customer: Any
+) -> None:
+    mine = place(customer=customer)
+    guest = place(email="someone.else@example.com")
+    page = admin_client.get("/admin/orders/order/")
+    assert page.status_code == 200
+    assert str(mine.id) in page.content.decode() and str(guest.id) in page.content.decode()
+
+    by_email = admin_client.get("/admin/orders/order/", {"q": "someone.else"}).content.decode()
+    assert str(guest.id) in by_email and str(mine.id) not in by_email
+    by_id = admin_client.get("/admin/orders/order/", {"q": str(mine.id)}).content.decode()
+    assert str(mine.id) in by_id and str(guest.id) not in by_id
+
+    filtered = admin_client.get("/admin/orders/order/", {"status__exact": "paid"}).content.decode()
+    assert str(mine.id) not in filtered
+    assert (
+        admin_client.get("/admin/orders/order/", {"created_at__gte": "2000-01-01 00:00:00+00:00"}).status_code
+        == 200
+    )
+
+
+def test_order_page_shows_lines_and_timeline_read_only(
+    admin_client: Client, place: Callable[..., Order]
+) -> None:
+    order = place(lines={"MUG-1": 2})
+    page = admin_client.get(f"/admin/orders/order/{order.id}/change/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "MUG-1" in html and "Event timeline" in html and "created" in html
+    assert 'name="events-0-type"' not in html  # not editable
+    assert admin_client.get("/admin/orders/order/add/").status_code == 403
+
+
+def test_transition_actions_go_through_the_service(
+    admin_client: Client, place: Callable[..., Order], repository: Any, staff: Any
+) -> None:
+    order = place(lines={"MUG-1": 2})
+    response = admin_client.post(
+        "/admin/orders/order/", {"action": "mark_cancelled", "_selected_action": [str(order.id)]}, follow=True
+    )
+    assert "1 order(s) marked cancelled" in response.content.decode()
+    assert repository.get(order.id).status == OrderStatus.CANCELLED
+    assert Product.objects.get(sku="MUG-1").stock == 10  # released, as through the API
+    event = repository.events(order.id)[-1]
+    assert (event.to_status, event.actor, event.data) == (
+        OrderStatus.CANCELLED,
+        f"staff:{staff.pk}",
+        {"via": "admin"},
+    )
+
+
+def test_an_illegal_action_is_reported_and_changes_nothing(
+    admin_client: Client, place: Callable[..., Order], repository: Any
+) -> None:
+    order = place()
+    response = admin_client.post(
+        "/admin/orders/order/", {"action": "mark_fulfilled", "_selected_action": [str(order.id)]}, follow=True
+    )
+    assert "cannot become fulfilled" in response.content.decode()
+    assert repository.get(order.id).status == OrderStatus.PENDING_PAYMENT
+
+
+def test_editing_in_the_admin_is_audited(
+    admin_client: Client, place: Callable[..., Order], repository: Any
+) -> None:
+    order = place()
+    address = order.shipping_address.as_dict() | {"city": "Leeds"}
+
+    response = admin_client.post(
+        f"/admin/orders/order/{order.id}/change/",
+        {
+            "shipping_address": json.dumps(address),
+            "notes": "Fragile",
+            "lines-TOTAL_FORMS": "1",
+            "lines-INITIAL_FORMS": "1",
+            "lines-0-id": str(OrderLine.objects.get(order_id=order.id).pk),
+            "lines-0-order": str(order.id),
+            "events-TOTAL_FORMS": "1",
+            "events-INITIAL_FORMS": "1",
+            "events-0-id": str(OrderEvent.objects.get(order_id=order.id).pk),
+            "events-0-order": str(order.id),
+        },
+    )
+    assert response.status_code == 302, [
+        response.context["adminform"].form.errors,
+        [(f.formset.errors, f.formset.non_form_errors()) for f in response.context["inline_admin_formsets"]],
+    ]
+    stored = repository.get(order.id)
+    assert (stored.shipping_address.city, stored.notes, stored.version) == ("Leeds", "Fragile", 2)
+    assert repository.events(order.id)[-1].type == EventType.EDITED
+
+
+def test_orders_and_events_cannot_be_deleted(admin_client: Client, place: Callable[..., Order]) -> None:
+    order = place()
+    assert admin_client.get(f"/admin/orders/order/{order.id}/delete/").status_code == 403
+
+    event = OrderEvent.objects.get(order_id=order.id)
+    with pytest.raises(TypeError):
+        event.delete()
+    with pytest.raises(TypeError):
+        OrderEvent.objects.filter(order_id=order.id).delete()
+    with pytest.raises(TypeError):
+        OrderEvent.objects.filter(order_id=order.id).update(actor="someone else")
+    event.actor = "someone else"
+    with pytest.raises(TypeError):
+        event.save()
