@@ -1,0 +1,155 @@
+"""What `make run` starts, started for real: the Procfile's gunicorn web server and django-q2 cluster.
+
+The processes use their own database (a temporary SQLite file, or the PostgreSQL database named by
+DATABASE_URL) and broker, exactly as configured by the environment, and are stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 - a local URL this test built
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def wait_for(predicate: Any, *, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, ValueError) as exc:
+            last_error = exc
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last_error})")
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "DJANGO_ENV": "development",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "2",
+        "Q_CLUSTER_NAME": f"runtest-{uuid.uuid4().hex[:8]}",
+        "Q_WORKERS": "1",
+    }
+    if not env.get("DATABASE_URL"):
+        env["SQLITE_PATH"] = str(tmp_path_factory.mktemp("run") / "db.sqlite3")
+    manage = [sys.executable, "manage.py"]
+    for command in (["migrate", "--noinput"], ["seed_demo"]):
+        subprocess.run([*manage, *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    log = tmp_path_factory.mktemp("logs") / "honcho.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(BIN / "honcho"), "start", "-f", "Procfile"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: http("GET", f"{base}/api/monitoring/health")[0] == 200, seconds=30, what="the web server"
+        )
+        yield {"base": base, "env": env, "log": log}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        # Stopping honcho stops the web server too: nothing is left listening.
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_the_shop_and_the_api_answer(running: dict[str, Any]) -> None:
+    base = running["base"]
+    with urllib.request.urlopen(f"{base}/", timeout=10) as page:  # noqa: S310
+        assert page.status == 200
+        assert "Cloud mug" in page.read().decode()
+    status, products = http("GET", f"{base}/api/products")
+    assert status == 200 and "MUG-001" in {p["sku"] for p in products}
+    status, order = http(
+        "POST",
+        f"{base}/api/orders",
+        {
+            "lines": [{"sku": "MUG-001", "quantity": 1}],
+            "shipping_address": {"name": "A", "line1": "B", "city": "C", "postal_code": "D", "country": "US"},
+            "email": "run@example.com",
+        },
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert status == 201, order
+    assert order["status"] == "pending_payment" and order["total_minor"] == 1450
+    with urllib.request.urlopen(f"{base}/static/css/site.css", timeout=10) as css:  # noqa: S310
+        assert css.status == 200
+
+
+def test_the_worker_runs_tasks_from_the_broker(running: dict[str, Any]) -> None:
+    """A task queued by another process comes back done: the cluster is up and reads the broker."""
+    script = (
+        "import time\n"
+        "from django_q.tasks import async_task, result\n"
+        "task_id = async_task('math.factorial', 10)\n"
+        "deadline = time.monotonic() + 30\n"
+        "while time.monotonic() < deadline:\n"
+        "    value = result(task_id)\n"
+        "    if value is not None:\n"
+        "        print(value)\n"
+        "        break\n"
+        "    time.sleep(0.2)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", script],
+        cwd=ROOT,
+        env=running["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip().splitlines()[-1:] == ["3628800"], (
+        done.stderr + running["log"].read_text()[-3000:]
+    )
