@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -20,6 +21,50 @@ def product_list() -> QuerySet[Product]:
 
 def product_get(*, sku: str) -> Product | None:
     return product_list().filter(sku=sku).first()
+
+
+@dataclass(frozen=True, slots=True)
+class CartLine:
+    """One cart line priced from the catalog now; `product` is None when it is no longer for sale."""
+
+    sku: str
+    quantity: int
+    product: Product | None
+
+    @property
+    def line_total_minor(self) -> int:
+        return self.product.price_minor * self.quantity if self.product else 0
+
+    @property
+    def over_stock(self) -> bool:
+        return self.product is not None and self.quantity > self.product.stock
+
+
+@dataclass(frozen=True, slots=True)
+class CartSummary:
+    lines: list[CartLine]
+    subtotals: list[tuple[str, int]]  # (currency, minor units), for display only
+
+    @property
+    def has_unavailable(self) -> bool:
+        return any(line.product is None for line in self.lines)
+
+    @property
+    def has_over_stock(self) -> bool:
+        return any(line.over_stock for line in self.lines)
+
+
+def cart_summary(items: dict[str, int]) -> CartSummary:
+    """A session cart's lines priced from the catalog as it is now; orders are priced again."""
+    products = {product.sku: product for product in product_list().filter(sku__in=list(items))}
+    lines = [
+        CartLine(sku=sku, quantity=quantity, product=products.get(sku)) for sku, quantity in items.items()
+    ]
+    subtotals: dict[str, int] = {}
+    for line in lines:
+        if line.product is not None:
+            subtotals[line.product.currency] = subtotals.get(line.product.currency, 0) + line.line_total_minor
+    return CartSummary(lines=lines, subtotals=sorted(subtotals.items()))
 
 
 def order_visible_to(

@@ -8,7 +8,6 @@ quantity; prices shown next to it are looked up in the catalog on every request.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib import messages
@@ -54,23 +53,6 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
 
 
 # --- cart -------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class CartLine:
-    """One cart line for display; `product` is None when the sku is no longer for sale."""
-
-    sku: str
-    quantity: int
-    product: Product | None
-
-    @property
-    def line_total_minor(self) -> int:
-        return self.product.price_minor * self.quantity if self.product else 0
-
-    @property
-    def over_stock(self) -> bool:
-        return self.product is not None and self.quantity > self.product.stock
-
-
 def cart_detail(request: HttpRequest) -> HttpResponse:
     return render(request, "orders/cart.html", _cart_context(Cart(request.session)))
 
@@ -292,21 +274,12 @@ def _visible_order_or_404(request: HttpRequest, order_id: uuid.UUID) -> Order:
 
 
 def _cart_context(cart: Cart) -> dict[str, object]:
-    """The cart's lines priced from the catalog now, and a subtotal per currency (display only)."""
-    items = cart.items()
-    products = {product.sku: product for product in selectors.product_list().filter(sku__in=list(items))}
-    lines = [
-        CartLine(sku=sku, quantity=quantity, product=products.get(sku)) for sku, quantity in items.items()
-    ]
-    subtotals: dict[str, int] = {}
-    for line in lines:
-        if line.product is not None:
-            subtotals[line.product.currency] = subtotals.get(line.product.currency, 0) + line.line_total_minor
+    summary = selectors.cart_summary(cart.items())
     return {
-        "lines": lines,
-        "subtotals": sorted(subtotals.items()),
-        "has_unavailable": any(line.product is None for line in lines),
-        "has_over_stock": any(line.over_stock for line in lines),
+        "lines": summary.lines,
+        "subtotals": summary.subtotals,
+        "has_unavailable": summary.has_unavailable,
+        "has_over_stock": summary.has_over_stock,
         "shipping_flat_minor": settings.ORDER_SHIPPING_FLAT_MINOR,
     }
 
