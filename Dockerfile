@@ -25,6 +25,7 @@ COPY . .
 # command only, never stored in the image's environment.
 RUN DJANGO_SECRET_KEY=collectstatic-build-only-not-a-secret-0123456789abcdefghijklmnop \
     DJANGO_ALLOWED_HOSTS=localhost \
+    STRIPE_SECRET_KEY=sk_build_only STRIPE_PUBLISHABLE_KEY=pk_build_only STRIPE_WEBHOOK_SECRET=whsec_build_only \
     python manage.py collectstatic --noinput \
     && mkdir -p /app/media \
     && chown app:app /app/media

@@ -50,6 +50,9 @@ test: lint
 # The file requires the secret variables; throwaway values stand in for them here only.
 compose-check: export DJANGO_SECRET_KEY ?= compose-check-only-not-a-secret
 compose-check: export DJANGO_ALLOWED_HOSTS ?= localhost
+compose-check: export STRIPE_SECRET_KEY ?= sk_test_compose_check
+compose-check: export STRIPE_PUBLISHABLE_KEY ?= pk_test_compose_check
+compose-check: export STRIPE_WEBHOOK_SECRET ?= whsec_compose_check
 compose-check:
 	@if docker compose version >/dev/null 2>&1; then docker compose config --quiet; \
 	elif command -v docker-compose >/dev/null 2>&1; then docker-compose config --quiet; \

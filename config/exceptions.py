@@ -17,11 +17,18 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from orders import domain
+from payments import services as payments
+from payments.gateways.base import GatewayError, GatewayRequestRefused
 
 logger = logging.getLogger(__name__)
 
-# Domain errors and the HTTP status and code each becomes.
+# Domain errors and the HTTP status and code each becomes; the first match wins.
 DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (payments.RefundRefused, status.HTTP_400_BAD_REQUEST, "invalid"),
+    (payments.PaymentNotAllowed, status.HTTP_409_CONFLICT, "payment_not_allowed"),
+    (payments.PaymentInProgress, status.HTTP_409_CONFLICT, "payment_in_progress"),
+    (GatewayRequestRefused, status.HTTP_400_BAD_REQUEST, "payment_refused"),
+    (GatewayError, status.HTTP_503_SERVICE_UNAVAILABLE, "payment_provider_unavailable"),
     (domain.OrderValidationError, status.HTTP_400_BAD_REQUEST, "invalid"),
     (domain.OrderNotFound, status.HTTP_404_NOT_FOUND, "not_found"),
     (domain.IllegalTransition, status.HTTP_409_CONFLICT, "illegal_transition"),
@@ -35,7 +42,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     for error_class, http_status, code in DOMAIN_ERRORS:
         if isinstance(exc, error_class):
             body: dict[str, Any] = {"code": code, "message": str(exc)}
-            if isinstance(exc, domain.OrderValidationError):
+            if isinstance(exc, domain.OrderValidationError | payments.RefundRefused):
                 body["fields"] = exc.fields
             return Response(body, status=http_status)
 

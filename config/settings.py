@@ -232,6 +232,29 @@ ORDER_SHIPPING_FLAT_MINOR = env.int("ORDER_SHIPPING_FLAT_MINOR", default=0)
 ORDER_MAX_LINES = env.int("ORDER_MAX_LINES", default=50)
 ORDER_MAX_QUANTITY_PER_LINE = env.int("ORDER_MAX_QUANTITY_PER_LINE", default=100)
 
+# --- Payments (Stripe) ---------------------------------------------------------------------
+# Which PaymentGateway adapter charges cards: a dotted path, like ORDER_REPOSITORY.
+PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="payments.gateways.stripe.StripeGateway")
+# Outside production these default to the local stand-in (localstripe, started by `make run`).
+STRIPE_API_BASE = env.str(
+    "STRIPE_API_BASE", default="https://api.stripe.com" if PRODUCTION else "http://127.0.0.1:8420"
+)
+STRIPE_JS_URL = env.str(
+    "STRIPE_JS_URL",
+    default="https://js.stripe.com/v3/" if PRODUCTION else f"{STRIPE_API_BASE}/js.stripe.com/v3/",
+)
+if PRODUCTION:
+    STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY")
+    STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY")
+    STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET")
+else:
+    STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="sk_test_local_sandbox")
+    STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="pk_test_local_sandbox")
+    STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="whsec_local_sandbox")
+# Seconds a webhook signature's timestamp may be old (Stripe's own default).
+STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)
+STRIPE_TIMEOUT_SECONDS = env.int("STRIPE_TIMEOUT_SECONDS", default=20)
+
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

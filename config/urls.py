@@ -7,9 +7,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from config.exceptions import api_not_found
+from payments.webhooks import stripe_webhook
 
 api_patterns = [
     path("", include("orders.api_urls")),
+    path("payments/", include("payments.api_urls")),
     path("monitoring/", include("monitoring.api_urls")),
     path("auth/token", TokenObtainPairView.as_view(), name="token_obtain_pair"),
     path("auth/token/refresh", TokenRefreshView.as_view(), name="token_refresh"),
@@ -22,6 +24,7 @@ api_patterns = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
+    path("webhooks/stripe", stripe_webhook, name="stripe-webhook"),
     path("accounts/", include("orders.account_urls")),
     path("", include("orders.urls")),
 ]

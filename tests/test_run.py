@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -44,20 +45,6 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
-
-
-def wait_for(predicate: Any, *, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (OSError, ValueError) as exc:
-            last_error = exc
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last_error})")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +76,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(
+        eventually(
             lambda: http("GET", f"{base}/api/monitoring/health")[0] == 200, seconds=30, what="the web server"
         )
         yield {"base": base, "env": env, "log": log}
@@ -130,17 +117,10 @@ def test_the_shop_and_the_api_answer(running: dict[str, Any]) -> None:
 
 def test_the_worker_runs_tasks_from_the_broker(running: dict[str, Any]) -> None:
     """A task queued by another process comes back done: the cluster is up and reads the broker."""
+    # django-q2's result() polls the result store itself, for up to `wait` milliseconds.
     script = (
-        "import time\n"
         "from django_q.tasks import async_task, result\n"
-        "task_id = async_task('math.factorial', 10)\n"
-        "deadline = time.monotonic() + 30\n"
-        "while time.monotonic() < deadline:\n"
-        "    value = result(task_id)\n"
-        "    if value is not None:\n"
-        "        print(value)\n"
-        "        break\n"
-        "    time.sleep(0.2)\n"
+        "print(result(async_task('math.factorial', 10), wait=30000))\n"
     )
     done = subprocess.run(
         [sys.executable, "manage.py", "shell", "--no-imports", "-c", script],

@@ -1,0 +1,147 @@
+"""The `PaymentGateway` port: what the payment services need from a payment provider.
+
+Dataclasses at the boundary (saleor's `GatewayResponse` idea): the services never see a
+provider's own objects. `payments.gateways.stripe` is the one adapter, and the only module that
+imports `stripe`; `payments.gateways.fake` is an in-memory one for unit tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Protocol, runtime_checkable
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+
+class IntentStatus:
+    """A PaymentIntent's status, as Stripe names it."""
+
+    REQUIRES_PAYMENT_METHOD = "requires_payment_method"
+    REQUIRES_CONFIRMATION = "requires_confirmation"
+    REQUIRES_ACTION = "requires_action"
+    PROCESSING = "processing"
+    REQUIRES_CAPTURE = "requires_capture"
+    SUCCEEDED = "succeeded"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class IntentRequest:
+    order_id: str
+    attempt: int
+    amount_minor: int
+    currency: str
+    payment_method: str
+    idempotency_key: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IntentResult:
+    """A PaymentIntent as the provider reports it, or the error that stopped it."""
+
+    intent_id: str
+    status: str
+    amount_minor: int
+    amount_received_minor: int
+    currency: str
+    client_secret: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    created: int = 0
+    charge_id: str = ""
+    error_code: str = ""
+    error_message: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == IntentStatus.SUCCEEDED
+
+    @property
+    def failed(self) -> bool:
+        """The last try to pay was refused (the intent is waiting for another payment method)."""
+        return self.status == IntentStatus.REQUIRES_PAYMENT_METHOD and bool(
+            self.error_code or self.error_message
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    intent_id: str
+    amount_minor: int
+    idempotency_key: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    refund_id: str
+    status: str  # pending, succeeded, failed, canceled
+    amount_minor: int
+    intent_id: str = ""
+    error_code: str = ""
+    error_message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEventData:
+    """A provider's event: its id, type and creation time, and what it says of an intent or of
+    refunds (when it is about those), with the raw payload kept for the event store."""
+
+    id: str
+    type: str
+    created: int
+    payload: dict[str, Any]
+    intent: IntentResult | None = None
+    refunds: list[RefundResult] = field(default_factory=list)
+
+
+class GatewayError(Exception):
+    """The provider could not be reached or failed (network, 5xx, rate limit): try again later."""
+
+
+class InvalidWebhook(Exception):
+    """The webhook's signature or timestamp did not verify; the message says which, never the secret."""
+
+
+class GatewayRequestRefused(Exception):
+    """The provider refused the request as invalid (a 4xx other than a decline)."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@runtime_checkable
+class PaymentGateway(Protocol):
+    def create_intent(self, request: IntentRequest) -> IntentResult:
+        """Create a PaymentIntent for `request.payment_method` and confirm it at once.
+
+        A declined card is a result with `failed` set, not an exception.
+        """
+
+    def retrieve_intent(self, intent_id: str) -> IntentResult: ...
+
+    def find_intents(self, *, order_id: str) -> list[IntentResult]:
+        """Every PaymentIntent whose metadata names this order (for reconciliation)."""
+
+    def refund(self, request: RefundRequest) -> RefundResult: ...
+
+    def create_setup_intent(self, *, idempotency_key: str) -> str:
+        """A SetupIntent's client secret: the browser turns card details into a payment method."""
+
+    def verify_webhook(self, payload: bytes, signature: str) -> WebhookEventData:
+        """The event, if the signature is good and recent; `InvalidWebhook` otherwise."""
+
+    def parse_event(self, payload: dict[str, Any]) -> WebhookEventData:
+        """An event from its stored payload (for replays); `InvalidWebhook` if malformed."""
+
+
+@cache
+def _load(path: str) -> PaymentGateway:
+    return import_string(path)()
+
+
+def get_payment_gateway() -> PaymentGateway:
+    return _load(settings.PAYMENT_GATEWAY)

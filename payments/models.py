@@ -1,0 +1,127 @@
+"""Payment records: one `Payment` per attempt to pay an order, its `Refund`s, and every verified
+Stripe webhook event (`WebhookEvent`), stored once.
+
+Orders may live outside this database (the DynamoDB repository), so payments point at them by
+id, not by foreign key.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class PaymentStatus(models.TextChoices):
+    CREATING = "creating", "Creating"  # claimed by us, not yet known to the provider
+    REQUIRES_ACTION = "requires_action", "Requires action"  # e.g. 3-D Secure in the browser
+    PROCESSING = "processing", "Processing"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+# A payment in one of these is over: a new attempt may start after a failure or cancel.
+FINAL_PAYMENT_STATUSES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED})
+
+
+class Payment(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    order_id = models.UUIDField(db_index=True)
+    attempt = models.PositiveSmallIntegerField()
+    provider = models.CharField(max_length=20, default="stripe")
+    intent_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    client_secret = models.CharField(max_length=255, blank=True)
+    payment_method = models.CharField(max_length=255, blank=True)
+    amount_minor = models.PositiveBigIntegerField()
+    amount_received_minor = models.PositiveBigIntegerField(default=0)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.CREATING)
+    failure_code = models.CharField(max_length=100, blank=True)
+    failure_message = models.CharField(max_length=500, blank=True)
+    # Stripe's `created` of the newest webhook event applied: older ones are stale.
+    last_event_created = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["order_id", "attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["order_id", "attempt"], name="payment_attempt_unique"),
+            # At most one successful payment per order: a second charge cannot be recorded.
+            models.UniqueConstraint(
+                fields=["order_id"],
+                condition=models.Q(status="succeeded"),
+                name="payment_one_success_per_order",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Payment {self.attempt} of order {self.order_id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_PAYMENT_STATUSES
+
+
+class RefundStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+class Refund(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    amount_minor = models.PositiveBigIntegerField()
+    reason = models.CharField(max_length=500, blank=True)
+    provider_refund_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    status = models.CharField(max_length=20, choices=RefundStatus.choices, default=RefundStatus.PENDING)
+    failure_message = models.CharField(max_length=500, blank=True)
+    actor = models.CharField(max_length=120)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="refund_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Refund of {self.amount_minor} on {self.payment_id} ({self.status})"
+
+
+class WebhookResult(models.TextChoices):
+    PROCESSED = "processed", "Processed"
+    STALE = "stale", "Ignored: older than the state applied"
+    UNHANDLED = "unhandled", "Stored: a type we do not act on"
+    UNKNOWN_PAYMENT = "unknown_payment", "Ignored: no payment of ours"
+    FAILED = "failed", "Failed (will be retried)"
+
+
+class WebhookEvent(models.Model):
+    """A verified provider event, stored once by its id however often it is delivered."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    provider = models.CharField(max_length=20, default="stripe")
+    type = models.CharField(max_length=100, db_index=True)
+    created = models.BigIntegerField(help_text="The provider's creation time (Unix seconds).")
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    deliveries = models.PositiveIntegerField(default=1)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    result = models.CharField(max_length=20, choices=WebhookResult.choices, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

@@ -1,0 +1,153 @@
+"""localstripe (the Stripe stand-in) on 127.0.0.1 only, without its pickle file in /tmp.
+
+localstripe's own command binds every interface and pickles its whole store to /tmp on each
+write. This runs its aiohttp app on a loopback socket instead, with persistence off, either in a
+thread of the current process (tests) or as a process of its own (`manage.py stripe_sandbox`).
+It adds `POST /_config/reset`, which also cancels webhook deliveries still waiting, so events of
+one test never arrive during the next. Development and test tooling: never used in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from aiohttp import web
+
+_SEND_WEBHOOK = "_send_webhook"
+
+
+class _AsyncioWithDelay:
+    """Stands in for `asyncio` inside localstripe.webhooks, which sleeps 1 s before each POST."""
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+
+    def sleep(self, _seconds: float) -> Any:
+        return asyncio.sleep(self._delay)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+
+def build_app(*, webhook_delay: float | None = None) -> web.Application:
+    """A fresh copy of localstripe's app with disk persistence off and an empty store."""
+    from localstripe import resources, server, webhooks
+
+    if webhook_delay is not None:
+        webhooks.asyncio = _AsyncioWithDelay(webhook_delay)
+    resources.store.dump_to_disk = lambda: None  # the instance attribute hides the method
+    resources.store.clear()
+    webhooks._webhooks.clear()
+    source = server.app
+    # localstripe's app is a module global bound to the first loop that runs it: copy it.
+    app = web.Application(middlewares=list(source.middlewares))
+    for callback in source.on_response_prepare:
+        app.on_response_prepare.append(callback)
+    for route in source.router.routes():
+        if route.method != "HEAD":
+            app.router.add_route(route.method, route.resource.canonical, route.handler)
+    app.router.add_post("/_config/reset", _http_reset)
+    return app
+
+
+async def _reset(*, forget_webhooks: bool) -> int:
+    from localstripe import resources, webhooks
+
+    pending = [
+        task
+        for task in asyncio.all_tasks()
+        if task is not asyncio.current_task() and getattr(task.get_coro(), "__name__", "") == _SEND_WEBHOOK
+    ]
+    for task in pending:
+        task.cancel()
+    resources.store.clear()
+    if forget_webhooks:
+        webhooks._webhooks.clear()
+    return len(pending)
+
+
+async def _http_reset(request: web.Request) -> web.Response:
+    cancelled = await _reset(forget_webhooks=request.query.get("webhooks") in {"1", "true"})
+    return web.json_response({"cancelled_webhook_deliveries": cancelled})
+
+
+def bind(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+class StripeSandboxThread:
+    """localstripe in a daemon thread of this process, on its own event loop."""
+
+    def __init__(self, *, port: int = 0, webhook_delay: float | None = 0.05) -> None:
+        self._port = port
+        self._webhook_delay = webhook_delay
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 10.0) -> str:
+        app = build_app(webhook_delay=self._webhook_delay)
+        sock = bind(self._port)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.SockSite(runner, sock).start())
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="stripe-sandbox", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("localstripe did not start")
+        return self.url
+
+    def reset(self, *, forget_webhooks: bool = False) -> int:
+        """Empty the store and cancel webhook deliveries still waiting."""
+        if self._loop is None:
+            raise RuntimeError("the sandbox is not running")
+        return asyncio.run_coroutine_threadsafe(_reset(forget_webhooks=forget_webhooks), self._loop).result(5)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._loop = None
+
+
+def register_webhook(api_base: str, *, url: str, secret: str, hook_id: str = "cis") -> None:
+    """Ask localstripe to send every event to `url`, signed with `secret`."""
+    data = urllib.parse.urlencode({"url": url, "secret": secret}).encode()
+    request = urllib.request.Request(f"{api_base}/_config/webhooks/{hook_id}", data=data)  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - a loopback URL of ours
+        pass
+
+
+async def serve_forever(*, port: int, webhook_delay: float | None, on_ready: Any) -> None:
+    """Serve on 127.0.0.1:`port` until cancelled; `on_ready(url)` runs once it is listening."""
+    app = build_app(webhook_delay=webhook_delay)
+    sock = bind(port)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    await asyncio.get_running_loop().run_in_executor(None, on_ready, url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,475 @@
+"""Writes of the payments app: paying an order, applying what Stripe reports, refunds, webhooks.
+
+Every path that learns a PaymentIntent's state (the confirm call, the page's return, a webhook,
+reconciliation) goes through `payment_apply_intent`, which locks the payment row, ignores
+anything older than what it already applied, and moves the order through the order state
+machine at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from orders import services as order_services
+from orders.domain import Actor, Order, OrderError, OrderStatus
+from orders.repositories import OrderRepository, get_order_repository
+from payments.gateways.base import (
+    GatewayRequestRefused,
+    IntentRequest,
+    IntentResult,
+    IntentStatus,
+    PaymentGateway,
+    RefundRequest,
+    RefundResult,
+    WebhookEventData,
+    get_payment_gateway,
+)
+from payments.models import Payment, PaymentStatus, Refund, RefundStatus, WebhookEvent, WebhookResult
+
+logger = logging.getLogger(__name__)
+
+# A claimed attempt that has not reached Stripe after this long is tried again (same key).
+STALE_CLAIM = timedelta(seconds=60)
+PAYABLE_STATUSES = frozenset({OrderStatus.PENDING_PAYMENT, OrderStatus.PAYMENT_FAILED})
+REFUNDABLE_STATUSES = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED})
+
+
+class PaymentError(OrderError):
+    """Base of the payment errors the API maps to HTTP answers."""
+
+
+class PaymentNotAllowed(PaymentError):
+    pass
+
+
+class PaymentInProgress(PaymentError):
+    pass
+
+
+class RefundRefused(PaymentError):
+    def __init__(self, message: str, *, field: str = "amount_minor") -> None:
+        super().__init__(message)
+        self.fields = {field: [message]}
+
+
+# --- paying ---------------------------------------------------------------------------------
+def payment_confirm(
+    *,
+    order_id: uuid.UUID,
+    payment_method: str,
+    actor: Actor,
+    repository: OrderRepository | None = None,
+    gateway: PaymentGateway | None = None,
+) -> Payment:
+    """Pay the order with `payment_method`. Calling it again never charges twice.
+
+    While an attempt is open, or once one has succeeded, that payment is returned unchanged; a
+    new attempt (a new PaymentIntent) starts only after the last one failed.
+    """
+    repository = repository or get_order_repository()
+    gateway = gateway or get_payment_gateway()
+    order = repository.get(order_id)
+    payment, claimed = _claim_attempt(order, payment_method)
+    if not claimed:
+        return payment
+    if order.status == OrderStatus.PAYMENT_FAILED:
+        _transition(
+            repository, order.id, OrderStatus.PENDING_PAYMENT, actor, {"payment_attempt": payment.attempt}
+        )
+    try:
+        result = gateway.create_intent(
+            IntentRequest(
+                order_id=str(order.id),
+                attempt=payment.attempt,
+                amount_minor=payment.amount_minor,
+                currency=payment.currency,
+                payment_method=payment_method,
+                idempotency_key=f"order:{order.id}:payment:{payment.attempt}",
+            )
+        )
+    except GatewayRequestRefused as exc:
+        result = IntentResult(
+            intent_id="",
+            status=IntentStatus.REQUIRES_PAYMENT_METHOD,
+            amount_minor=payment.amount_minor,
+            amount_received_minor=0,
+            currency=payment.currency,
+            error_code=exc.code or "refused",
+            error_message=str(exc),
+        )
+    return payment_apply_intent(payment_id=payment.id, intent=result, actor=actor, repository=repository)
+
+
+def _claim_attempt(order: Order, payment_method: str) -> tuple[Payment, bool]:
+    """The payment to use: the open or successful one, or a new attempt claimed by this call."""
+    with transaction.atomic():
+        latest = Payment.objects.select_for_update().filter(order_id=order.id).order_by("-attempt").first()
+        if latest is not None and latest.status == PaymentStatus.SUCCEEDED:
+            return latest, False
+        if order.status not in PAYABLE_STATUSES:
+            raise PaymentNotAllowed(f"An order that is {order.status} cannot be paid.")
+        if latest is not None and not latest.is_final:
+            stuck = (
+                latest.status == PaymentStatus.CREATING
+                and not latest.intent_id
+                and latest.updated_at < timezone.now() - STALE_CLAIM
+            )
+            if not stuck:
+                return latest, False
+            latest.save(update_fields=["updated_at"])  # claim it again
+            return latest, True
+        try:
+            with transaction.atomic():
+                payment = Payment.objects.create(
+                    order_id=order.id,
+                    attempt=(latest.attempt + 1) if latest else 1,
+                    amount_minor=order.total_minor,
+                    currency=order.currency,
+                    payment_method=payment_method,
+                )
+        except IntegrityError:
+            # Another request claimed this attempt first: use theirs.
+            return Payment.objects.filter(order_id=order.id).order_by("-attempt").first(), False
+        return payment, True
+
+
+def _payment_status(intent: IntentResult) -> PaymentStatus:
+    if intent.succeeded:
+        return PaymentStatus.SUCCEEDED
+    if intent.status == IntentStatus.CANCELED:
+        return PaymentStatus.CANCELED
+    if intent.failed:
+        return PaymentStatus.FAILED
+    if intent.status == IntentStatus.REQUIRES_ACTION:
+        return PaymentStatus.REQUIRES_ACTION
+    if intent.status in {IntentStatus.PROCESSING, IntentStatus.REQUIRES_CAPTURE}:
+        return PaymentStatus.PROCESSING
+    return PaymentStatus.CREATING  # created, not yet confirmed
+
+
+# How far along a payment is; a report never moves a payment to a lower rank.
+_RANK = {
+    PaymentStatus.CREATING: 0,
+    PaymentStatus.REQUIRES_ACTION: 1,
+    PaymentStatus.PROCESSING: 2,
+    PaymentStatus.FAILED: 3,
+    PaymentStatus.CANCELED: 3,
+    PaymentStatus.SUCCEEDED: 4,
+}
+
+
+def payment_apply_intent(
+    *,
+    payment_id: uuid.UUID,
+    intent: IntentResult,
+    actor: Actor,
+    event_created: int = 0,
+    repository: OrderRepository | None = None,
+) -> Payment:
+    """Record what the provider says of the payment's intent and move the order to match.
+
+    Idempotent: applying the same report twice changes nothing the second time. A report older
+    than the last one applied (`event_created`), or one that would move the payment backwards
+    (a failure after a success), is ignored.
+    """
+    payment, _ = _apply_intent(
+        payment_id=payment_id, intent=intent, actor=actor, event_created=event_created, repository=repository
+    )
+    return payment
+
+
+def _apply_intent(
+    *,
+    payment_id: uuid.UUID,
+    intent: IntentResult,
+    actor: Actor,
+    event_created: int = 0,
+    repository: OrderRepository | None = None,
+) -> tuple[Payment, bool]:
+    """`payment_apply_intent`, also saying whether the report was stale (and so ignored)."""
+    repository = repository or get_order_repository()
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(id=payment_id)
+        if event_created and event_created < payment.last_event_created:
+            return payment, True
+        new_status = _payment_status(intent)
+        current = PaymentStatus(payment.status)
+        if _RANK[new_status] < _RANK[current] or (
+            current == PaymentStatus.SUCCEEDED and new_status != PaymentStatus.SUCCEEDED
+        ):
+            return payment, True
+        if new_status == PaymentStatus.FAILED and current != PaymentStatus.FAILED:
+            payment.failure_code = intent.error_code[:100]
+            payment.failure_message = intent.error_message[:500]
+        payment.status = new_status
+        payment.intent_id = intent.intent_id or payment.intent_id
+        payment.client_secret = intent.client_secret or payment.client_secret
+        payment.amount_received_minor = max(payment.amount_received_minor, intent.amount_received_minor)
+        payment.last_event_created = max(payment.last_event_created, event_created)
+        payment.save()
+        _sync_order(repository, payment, actor)
+    return payment, False
+
+
+def _sync_order(repository: OrderRepository, payment: Payment, actor: Actor) -> None:
+    """Move the order to what its payment says, if it is not there yet (never twice)."""
+    order = repository.get(payment.order_id)
+    data = {"payment_id": str(payment.id), "attempt": payment.attempt, "intent_id": payment.intent_id or ""}
+    if payment.status == PaymentStatus.SUCCEEDED:
+        if order.status == OrderStatus.PAYMENT_FAILED:
+            _transition(repository, order.id, OrderStatus.PENDING_PAYMENT, actor, data)
+            order = repository.get(order.id)
+        if order.status == OrderStatus.PENDING_PAYMENT:
+            _transition(repository, order.id, OrderStatus.PAID, actor, data)
+        elif order.status == OrderStatus.CANCELLED:
+            logger.error(
+                "Order %s was paid after it was cancelled (payment %s): refund it", order.id, payment.id
+            )
+    elif payment.status == PaymentStatus.FAILED and order.status == OrderStatus.PENDING_PAYMENT:
+        latest = (
+            Payment.objects.filter(order_id=order.id)
+            .order_by("-attempt")
+            .values_list("id", flat=True)
+            .first()
+        )
+        if latest == payment.id:  # a newer attempt is under way otherwise
+            data |= {"failure_code": payment.failure_code, "failure_message": payment.failure_message}
+            _transition(repository, order.id, OrderStatus.PAYMENT_FAILED, actor, data)
+
+
+def _transition(
+    repository: OrderRepository,
+    order_id: uuid.UUID,
+    to_status: OrderStatus,
+    actor: Actor,
+    data: dict[str, Any],
+) -> None:
+    order_services.order_transition(
+        repository=repository, order_id=order_id, to_status=to_status, actor=actor, data=data
+    )
+
+
+def payment_sync(
+    *,
+    payment_id: uuid.UUID,
+    actor: Actor,
+    repository: OrderRepository | None = None,
+    gateway: PaymentGateway | None = None,
+) -> Payment:
+    """Ask the provider for the payment's intent now and apply it (the page's return, reconciling)."""
+    gateway = gateway or get_payment_gateway()
+    payment = Payment.objects.get(id=payment_id)
+    if not payment.intent_id:
+        found = [
+            i
+            for i in gateway.find_intents(order_id=str(payment.order_id))
+            if i.metadata.get("attempt") == str(payment.attempt)
+        ]
+        if not found:
+            return payment
+        intent = found[0]
+    else:
+        intent = gateway.retrieve_intent(payment.intent_id)
+    return payment_apply_intent(payment_id=payment.id, intent=intent, actor=actor, repository=repository)
+
+
+# --- refunds --------------------------------------------------------------------------------
+def refunded_minor(payment: Payment) -> int:
+    """What is refunded or being refunded: pending refunds count, so two at once cannot overshoot."""
+    total = payment.refunds.filter(status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED]).aggregate(
+        total=Sum("amount_minor")
+    )["total"]
+    return int(total or 0)
+
+
+def payment_refund(
+    *,
+    order_id: uuid.UUID,
+    actor: Actor,
+    amount_minor: int | None = None,
+    reason: str = "",
+    requested_by: Any = None,
+    repository: OrderRepository | None = None,
+    gateway: PaymentGateway | None = None,
+) -> Refund:
+    """Refund all that is left (no amount) or part of the order's payment.
+
+    The sum of refunds never exceeds what was paid. A full refund makes the order `refunded`,
+    a partial one `partially_refunded`.
+    """
+    repository = repository or get_order_repository()
+    gateway = gateway or get_payment_gateway()
+    order = repository.get(order_id)
+    if order.status not in REFUNDABLE_STATUSES:
+        raise PaymentNotAllowed(f"An order that is {order.status} cannot be refunded.")
+    with transaction.atomic():
+        payment = (
+            Payment.objects.select_for_update()
+            .filter(order_id=order_id, status=PaymentStatus.SUCCEEDED)
+            .first()
+        )
+        if payment is None:
+            raise PaymentNotAllowed("This order has no successful payment to refund.")
+        left = payment.amount_received_minor - refunded_minor(payment)
+        amount = left if amount_minor is None else amount_minor
+        if amount <= 0:
+            raise RefundRefused("A refund must be more than zero." if left else "Nothing is left to refund.")
+        if amount > left:
+            raise RefundRefused(f"At most {left} ({payment.currency}, minor units) can still be refunded.")
+        refund = Refund.objects.create(
+            payment=payment,
+            amount_minor=amount,
+            reason=reason[:500],
+            actor=str(actor),
+            requested_by=requested_by,
+        )
+    try:
+        result = gateway.refund(
+            RefundRequest(
+                intent_id=payment.intent_id or "",
+                amount_minor=amount,
+                idempotency_key=f"refund:{refund.id}",
+                metadata={"refund_id": str(refund.id), "order_id": str(order_id)},
+            )
+        )
+    except GatewayRequestRefused as exc:
+        Refund.objects.filter(id=refund.id).update(status=RefundStatus.FAILED, failure_message=str(exc)[:500])
+        raise RefundRefused(f"Stripe refused the refund: {exc}", field="non_field_errors") from exc
+    return refund_apply(refund_id=refund.id, result=result, actor=actor, repository=repository)
+
+
+def refund_apply(
+    *, refund_id: uuid.UUID, result: RefundResult, actor: Actor, repository: OrderRepository | None = None
+) -> Refund:
+    """Record the provider's word on a refund and move the order to match."""
+    repository = repository or get_order_repository()
+    with transaction.atomic():
+        refund = Refund.objects.select_for_update().select_related("payment").get(id=refund_id)
+        if refund.status != RefundStatus.SUCCEEDED:
+            refund.status = result.status if result.status in RefundStatus.values else RefundStatus.PENDING
+            refund.provider_refund_id = result.refund_id or refund.provider_refund_id
+            refund.failure_message = result.error_message or result.error_code
+            refund.save()
+        _sync_order_refunds(repository, refund.payment, actor)
+    return refund
+
+
+def _sync_order_refunds(repository: OrderRepository, payment: Payment, actor: Actor) -> None:
+    done = (
+        payment.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(total=Sum("amount_minor"))["total"]
+        or 0
+    )
+    if not done:
+        return
+    target = OrderStatus.REFUNDED if done >= payment.amount_received_minor else OrderStatus.PARTIALLY_REFUNDED
+    order = repository.get(payment.order_id)
+    if order.status == target or order.status == OrderStatus.REFUNDED:
+        return
+    data = {"refunded_minor": int(done), "payment_id": str(payment.id)}
+    if order.status in REFUNDABLE_STATUSES:
+        _transition(repository, order.id, target, actor, data)
+
+
+# --- webhooks -------------------------------------------------------------------------------
+WEBHOOK_ACTOR = Actor.system("stripe-webhook")
+INTENT_EVENTS = frozenset(
+    {
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "payment_intent.canceled",
+        "payment_intent.processing",
+        "payment_intent.requires_action",
+    }
+)
+REFUND_EVENTS = frozenset({"charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"})
+
+
+def webhook_receive(*, event: WebhookEventData) -> WebhookEvent:
+    """Store a verified event once and process it. A repeat delivery of a processed event
+    changes nothing; a processing failure is recorded on the event and raised (answer 500)."""
+    try:
+        with transaction.atomic():
+            stored, created = WebhookEvent.objects.get_or_create(
+                event_id=event.id,
+                defaults={"type": event.type, "created": event.created, "payload": event.payload},
+            )
+    except IntegrityError:  # the same event arriving twice at once
+        stored, created = WebhookEvent.objects.get(event_id=event.id), False
+    if not created:
+        WebhookEvent.objects.filter(pk=stored.pk).update(deliveries=F("deliveries") + 1)
+        if stored.processed_at is not None:
+            return stored
+    return webhook_process(event_pk=stored.pk)
+
+
+def webhook_process(*, event_pk: int, again: bool = False) -> WebhookEvent:
+    """Apply a stored event (again, with `again`, for a replay), in one transaction with its
+    effects; on failure everything rolls back and the error is recorded on the event."""
+    try:
+        with transaction.atomic():
+            stored = WebhookEvent.objects.select_for_update().get(pk=event_pk)
+            if stored.processed_at is not None and not again:
+                return stored
+            stored.result = _dispatch(stored)
+            stored.processed_at = timezone.now()
+            stored.error = ""
+            stored.attempts += 1
+            stored.save()
+            return stored
+    except Exception as exc:
+        WebhookEvent.objects.filter(pk=event_pk).update(
+            result=WebhookResult.FAILED,
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            attempts=F("attempts") + 1,
+        )
+        logger.exception("Webhook event %s failed", event_pk)
+        raise
+
+
+def _dispatch(stored: WebhookEvent) -> str:
+    event = get_payment_gateway().parse_event(stored.payload)
+    if stored.type in INTENT_EVENTS and event.intent is not None:
+        intent = event.intent
+        payment = Payment.objects.filter(intent_id=intent.intent_id).first()
+        if (
+            payment is None
+            and intent.metadata.get("order_id")
+            and intent.metadata.get("attempt", "").isdigit()
+        ):
+            # Our record of this attempt never learnt its intent id (we stopped mid-call).
+            payment = Payment.objects.filter(
+                order_id=intent.metadata["order_id"], attempt=int(intent.metadata["attempt"])
+            ).first()
+        if payment is None:
+            return WebhookResult.UNKNOWN_PAYMENT
+        _, stale = _apply_intent(
+            payment_id=payment.id, intent=intent, actor=WEBHOOK_ACTOR, event_created=stored.created
+        )
+        return WebhookResult.STALE if stale else WebhookResult.PROCESSED
+    if stored.type in REFUND_EVENTS:
+        handled = False
+        for result in event.refunds:
+            refund = Refund.objects.filter(provider_refund_id=result.refund_id).first()
+            if refund is None:
+                payment = Payment.objects.filter(intent_id=result.intent_id).first()
+                if payment is None:
+                    continue
+                # A refund made outside the system (Stripe's dashboard): record it too.
+                refund = Refund.objects.create(
+                    payment=payment,
+                    amount_minor=result.amount_minor,
+                    provider_refund_id=result.refund_id,
+                    actor=str(WEBHOOK_ACTOR),
+                    reason="Made outside the system",
+                )
+            refund_apply(refund_id=refund.id, result=result, actor=WEBHOOK_ACTOR)
+            handled = True
+        return WebhookResult.PROCESSED if handled else WebhookResult.UNKNOWN_PAYMENT
+    return WebhookResult.UNHANDLED

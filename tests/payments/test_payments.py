@@ -1,0 +1,358 @@
+"""Payments against the running localstripe: confirm, declines, webhooks, refunds, idempotency."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from orders.domain import Actor, EventType, Order, OrderStatus
+from orders.models import Order as OrderRow
+from orders.repositories import OrderRepository
+from payments import services
+from payments.gateways.base import IntentRequest, PaymentGateway
+from payments.models import Payment, PaymentStatus, Refund, WebhookEvent, WebhookResult
+from tests.payments.conftest import sign
+from tests.polling import eventually
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+VISA = "pm_card_visa"
+DECLINED = "pm_card_chargeCustomerFail"  # card 4000000000000341
+
+
+def statuses(repository: OrderRepository, order: Order) -> list[tuple[str | None, str | None]]:
+    return [
+        (e.from_status, e.to_status)
+        for e in repository.events(order.id)
+        if e.type == EventType.STATUS_CHANGED
+    ]
+
+
+def processed(event_type: str, count: int = 1) -> Callable[[], bool]:
+    return lambda: WebhookEvent.objects.filter(type=event_type, processed_at__isnull=False).count() >= count
+
+
+@pytest.fixture
+def order(place: Callable[..., Order], customer: Any) -> Order:
+    return place(customer=customer, lines={"MUG-1": 2})
+
+
+def post_event(client: Client, payload: dict[str, Any], **sign_kwargs: Any) -> Any:
+    body = json.dumps(payload)
+    return client.post(
+        "/webhooks/stripe",
+        body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign(body, **sign_kwargs),
+    )
+
+
+class TestPayingThroughTheApi:
+    def test_a_paid_order_end_to_end(
+        self, stripe_webhooks: str, api_as: Callable, customer: Any, order: Order, repository: OrderRepository
+    ) -> None:
+        response = api_as(customer).post(
+            "/api/payments/confirm", {"order_id": str(order.id), "payment_method": VISA}, format="json"
+        )
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert (body["status"], body["amount_minor"], body["amount_received_minor"]) == (
+            "succeeded",
+            2900,
+            2900,
+        )
+        assert body["intent_id"].startswith("pi_")
+
+        eventually(processed("payment_intent.succeeded"), what="the signed succeeded webhook")
+        event = WebhookEvent.objects.get(type="payment_intent.succeeded")
+        assert event.result == WebhookResult.PROCESSED
+        assert repository.get(order.id).status == OrderStatus.PAID
+        assert Payment.objects.filter(order_id=order.id).count() == 1
+        # The confirm call and the webhook both reported success: one transition, one event.
+        assert statuses(repository, order) == [("pending_payment", "paid")]
+
+    def test_the_webhook_alone_marks_the_order_paid(
+        self, stripe_webhooks: str, gateway: PaymentGateway, order: Order, repository: OrderRepository
+    ) -> None:
+        """The confirm call's answer is lost (the process died): the webhook still gets there."""
+        payment = Payment.objects.create(order_id=order.id, attempt=1, amount_minor=2900, currency="USD")
+        gateway.create_intent(
+            IntentRequest(
+                order_id=str(order.id),
+                attempt=1,
+                amount_minor=2900,
+                currency="USD",
+                payment_method=VISA,
+                idempotency_key="lost",
+            )
+        )
+        eventually(lambda: repository.get(order.id).status == OrderStatus.PAID, what="the order to be paid")
+        payment.refresh_from_db()
+        assert payment.status == PaymentStatus.SUCCEEDED and payment.intent_id
+        actor = repository.events(order.id)[-1].actor
+        assert actor == "system:stripe-webhook"
+
+    def test_a_declined_card_then_a_good_one(
+        self, stripe_webhooks: str, api_as: Callable, customer: Any, order: Order, repository: OrderRepository
+    ) -> None:
+        client = api_as(customer)
+        declined = client.post(
+            "/api/payments/confirm", {"order_id": str(order.id), "payment_method": DECLINED}, format="json"
+        )
+        assert declined.status_code == 402, declined.content
+        assert declined.json()["code"] == "card_declined"
+        assert declined.json()["message"] == "Your card was declined."
+        assert repository.get(order.id).status == OrderStatus.PAYMENT_FAILED
+        failed_event = repository.events(order.id)[-1]
+        assert failed_event.data["failure_message"] == "Your card was declined."
+        eventually(processed("payment_intent.payment_failed"), what="the failure webhook")
+
+        paid = client.post(
+            "/api/payments/confirm", {"order_id": str(order.id), "payment_method": VISA}, format="json"
+        )
+        assert paid.status_code == 200 and paid.json()["attempt"] == 2
+        assert repository.get(order.id).status == OrderStatus.PAID
+        eventually(processed("payment_intent.succeeded"), what="the success webhook")
+        assert statuses(repository, order) == [
+            ("pending_payment", "payment_failed"),
+            ("payment_failed", "pending_payment"),
+            ("pending_payment", "paid"),
+        ]
+        assert [p.status for p in Payment.objects.filter(order_id=order.id)] == ["failed", "succeeded"]
+        assert OrderRow.objects.count() == 1  # still the one order
+
+    def test_confirming_twice_makes_one_payment_intent(
+        self, stripe_api: str, gateway: PaymentGateway, api_as: Callable, customer: Any, order: Order
+    ) -> None:
+        client = api_as(customer)
+        first = client.post(
+            "/api/payments/confirm", {"order_id": str(order.id), "payment_method": VISA}, format="json"
+        )
+        again = client.post(
+            "/api/payments/confirm", {"order_id": str(order.id), "payment_method": VISA}, format="json"
+        )
+        assert first.json()["id"] == again.json()["id"]
+        assert len(gateway.find_intents(order_id=str(order.id))) == 1
+
+    def test_concurrent_confirms_make_one_payment_intent(
+        self, stripe_api: str, gateway: PaymentGateway, order: Order, repository: OrderRepository
+    ) -> None:
+        barrier = threading.Barrier(4)
+        results: list[Any] = []
+
+        def confirm() -> None:
+            from django.db import connection
+
+            try:
+                barrier.wait(5)
+                results.append(
+                    services.payment_confirm(order_id=order.id, payment_method=VISA, actor=Actor.system("t"))
+                )
+            except Exception as exc:  # noqa: BLE001 - inspected below
+                results.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=confirm) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert all(isinstance(r, Payment) for r in results), results
+        assert len({r.id for r in results}) == 1
+        assert len(gateway.find_intents(order_id=str(order.id))) == 1
+        assert repository.get(order.id).status == OrderStatus.PAID
+
+    def test_others_cannot_pay_or_read_my_payment(
+        self, stripe_api: str, api_as: Callable, customer: Any, other_customer: Any, order: Order
+    ) -> None:
+        intruder = api_as(other_customer)
+        response = intruder.post(
+            "/api/payments/confirm", {"order_id": str(order.id), "payment_method": VISA}, format="json"
+        )
+        assert response.status_code == 404
+        assert not Payment.objects.exists()
+        mine = api_as(customer).post(
+            "/api/payments/confirm", {"order_id": str(order.id), "payment_method": VISA}, format="json"
+        )
+        assert api_as(customer).get(f"/api/payments/{mine.json()['id']}").json()["status"] == "succeeded"
+        assert intruder.get(f"/api/payments/{mine.json()['id']}").status_code == 404
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [({"payment_method": VISA}, "order_id"), ({"order_id": "x", "payment_method": VISA}, "order_id")],
+    )
+    def test_bad_input_is_400(
+        self, api_as: Callable, customer: Any, body: dict[str, str], field: str
+    ) -> None:
+        response = api_as(customer).post("/api/payments/confirm", body, format="json")
+        assert response.status_code == 400 and field in response.json()["fields"]
+
+    def test_a_cancelled_order_cannot_be_paid(
+        self, stripe_api: str, api_as: Callable, customer: Any, order: Order
+    ) -> None:
+        client = api_as(customer)
+        client.delete(f"/api/orders/{order.id}")
+        response = client.post(
+            "/api/payments/confirm", {"order_id": str(order.id), "payment_method": VISA}, format="json"
+        )
+        assert response.status_code == 409 and response.json()["code"] == "payment_not_allowed"
+
+
+class TestWebhooks:
+    @pytest.fixture
+    def paid(self, stripe_webhooks: str, order: Order) -> WebhookEvent:
+        services.payment_confirm(order_id=order.id, payment_method=VISA, actor=Actor.system("t"))
+        eventually(processed("payment_intent.succeeded"), what="the succeeded webhook")
+        return WebhookEvent.objects.get(type="payment_intent.succeeded")
+
+    def test_duplicates_and_stale_events_change_nothing(
+        self, paid: WebhookEvent, order: Order, repository: OrderRepository
+    ) -> None:
+        client = Client()
+        for _ in range(3):
+            response = post_event(client, paid.payload)
+            assert response.status_code == 200
+        paid.refresh_from_db()
+        assert paid.deliveries == 4
+        stale = json.loads(json.dumps(paid.payload))
+        stale["id"] = "evt_stale_failure"
+        stale["type"] = "payment_intent.payment_failed"
+        stale["created"] = paid.created - 5
+        stale["data"]["object"]["status"] = "requires_payment_method"
+        stale["data"]["object"]["last_payment_error"] = {"code": "card_declined", "message": "late"}
+        assert post_event(client, stale).status_code == 200
+        assert WebhookEvent.objects.get(event_id="evt_stale_failure").result == WebhookResult.STALE
+        late = dict(stale, id="evt_late_failure", created=paid.created + 5)
+        assert post_event(client, late).status_code == 200  # newer, but a failure never undoes a success
+        assert WebhookEvent.objects.get(event_id="evt_late_failure").result == WebhookResult.STALE
+        assert repository.get(order.id).status == OrderStatus.PAID
+        assert statuses(repository, order).count(("pending_payment", "paid")) == 1
+        assert Payment.objects.get(order_id=order.id).status == PaymentStatus.SUCCEEDED
+
+    @pytest.mark.parametrize(
+        "signature",
+        ["forged", "old", "missing", "wrong-secret"],
+    )
+    def test_bad_signatures_are_400_and_nothing_is_stored(self, stripe_api: str, signature: str) -> None:
+        payload = json.dumps(
+            {"id": "evt_x", "type": "payment_intent.succeeded", "created": 1, "data": {"object": {}}}
+        )
+        headers = {
+            "forged": "t=1,v1=deadbeef",
+            "old": sign(payload, timestamp=int(time.time()) - 301),
+            "missing": "",
+            "wrong-secret": sign(payload, secret="whsec_other"),
+        }[signature]
+        extra = {"HTTP_STRIPE_SIGNATURE": headers} if headers else {}
+        response = Client().post("/webhooks/stripe", payload, content_type="application/json", **extra)
+        assert response.status_code == 400
+        assert "whsec" not in response.content.decode()
+        assert not WebhookEvent.objects.exists()
+
+    def test_unknown_types_are_stored_and_acknowledged(self, stripe_api: str) -> None:
+        payload = {
+            "id": "evt_cust",
+            "type": "customer.created",
+            "created": 1,
+            "data": {"object": {"object": "customer"}},
+        }
+        assert post_event(Client(), payload).status_code == 200
+        assert WebhookEvent.objects.get(event_id="evt_cust").result == WebhookResult.UNHANDLED
+
+    def test_a_failing_handler_answers_500_and_is_replayed_later(
+        self, stripe_api: str, order: Order, repository: OrderRepository
+    ) -> None:
+        ghost = uuid.uuid4()  # a payment whose order is not (yet) readable
+        Payment.objects.create(
+            order_id=ghost, attempt=1, amount_minor=100, currency="USD", intent_id="pi_ghost"
+        )
+        payload = {
+            "id": "evt_ghost",
+            "type": "payment_intent.succeeded",
+            "created": int(time.time()),
+            "data": {
+                "object": {
+                    "object": "payment_intent",
+                    "id": "pi_ghost",
+                    "status": "succeeded",
+                    "amount": 100,
+                    "amount_received": 100,
+                    "currency": "usd",
+                    "metadata": {},
+                }
+            },
+        }
+        response = post_event(Client(), payload)
+        assert response.status_code == 500
+        stored = WebhookEvent.objects.get(event_id="evt_ghost")
+        assert stored.result == WebhookResult.FAILED and "OrderNotFound" in stored.error
+        assert stored.processed_at is None
+        assert Payment.objects.get(intent_id="pi_ghost").status == PaymentStatus.CREATING  # rolled back
+
+        Payment.objects.filter(intent_id="pi_ghost").update(order_id=order.id)  # the order is readable now
+        call_command("stripe_events", "replay", "--failed")
+        stored.refresh_from_db()
+        assert stored.result == WebhookResult.PROCESSED and stored.error == ""
+        assert repository.get(order.id).status == OrderStatus.PAID
+
+
+class TestRefunds:
+    @pytest.fixture
+    def paid_order(self, stripe_api: str, order: Order) -> Order:
+        services.payment_confirm(order_id=order.id, payment_method=VISA, actor=Actor.system("t"))
+        return order
+
+    def test_partial_then_full_refund_and_no_more(
+        self, api_as: Callable, staff: Any, paid_order: Order, repository: OrderRepository
+    ) -> None:
+        client = api_as(staff)
+        partial = client.post(
+            "/api/payments/refund",
+            {"order_id": str(paid_order.id), "amount_minor": 900, "reason": "chip"},
+            format="json",
+        )
+        assert partial.status_code == 201, partial.content
+        assert (partial.json()["status"], partial.json()["amount_minor"]) == ("succeeded", 900)
+        assert partial.json()["provider_refund_id"].startswith("re_")
+        assert repository.get(paid_order.id).status == OrderStatus.PARTIALLY_REFUNDED
+
+        over = client.post(
+            "/api/payments/refund", {"order_id": str(paid_order.id), "amount_minor": 2001}, format="json"
+        )
+        assert over.status_code == 400
+        assert "At most 2000" in over.json()["fields"]["amount_minor"][0]
+
+        rest = client.post("/api/payments/refund", {"order_id": str(paid_order.id)}, format="json")
+        assert rest.status_code == 201 and rest.json()["amount_minor"] == 2000
+        assert repository.get(paid_order.id).status == OrderStatus.REFUNDED
+        assert (
+            client.post("/api/payments/refund", {"order_id": str(paid_order.id)}, format="json").status_code
+            == 409
+        )
+        assert sum(Refund.objects.values_list("amount_minor", flat=True)) == 2900
+        payment = client.get(f"/api/payments/{partial.json()['payment_id']}").json()
+        assert payment["refunded_minor"] == 2900 and len(payment["refunds"]) == 2
+        assert statuses(repository, paid_order)[-2:] == [
+            ("paid", "partially_refunded"),
+            ("partially_refunded", "refunded"),
+        ]
+
+    def test_customers_cannot_refund(self, api_as: Callable, customer: Any, paid_order: Order) -> None:
+        response = api_as(customer).post(
+            "/api/payments/refund", {"order_id": str(paid_order.id)}, format="json"
+        )
+        assert response.status_code == 403
+        assert not Refund.objects.exists()
+
+    def test_an_unpaid_order_cannot_be_refunded(self, api_as: Callable, staff: Any, order: Order) -> None:
+        response = api_as(staff).post("/api/payments/refund", {"order_id": str(order.id)}, format="json")
+        assert response.status_code == 409
