@@ -17,7 +17,7 @@ from orders.domain import Actor, EventType, Order, OrderStatus
 from orders.models import Order as OrderRow
 from orders.repositories import OrderRepository
 from payments import services
-from payments.gateways.base import IntentRequest, PaymentGateway
+from payments.gateways.base import IntentRequest, PaymentGateway, RefundRequest
 from payments.models import Payment, PaymentStatus, Refund, WebhookEvent, WebhookResult
 from tests.payments.conftest import sign
 from tests.polling import eventually
@@ -356,3 +356,63 @@ class TestRefunds:
     def test_an_unpaid_order_cannot_be_refunded(self, api_as: Callable, staff: Any, order: Order) -> None:
         response = api_as(staff).post("/api/payments/refund", {"order_id": str(order.id)}, format="json")
         assert response.status_code == 409
+
+
+class TestRefundEvents:
+    """Stripe reports refunds made elsewhere (its dashboard) with charge.refunded / refund.updated."""
+
+    def test_a_dashboard_refund_is_recorded_and_moves_the_order(
+        self, stripe_api: str, gateway: PaymentGateway, order: Order, repository: OrderRepository
+    ) -> None:
+        payment = services.payment_confirm(order_id=order.id, payment_method=VISA, actor=Actor.system("t"))
+        made_elsewhere = gateway.refund(
+            RefundRequest(intent_id=payment.intent_id, amount_minor=1000, idempotency_key="dashboard-1")
+        )
+        charge_refunded = {
+            "id": "evt_charge_refunded",
+            "type": "charge.refunded",
+            "created": int(time.time()),
+            "data": {
+                "object": {
+                    "object": "charge",
+                    "id": made_elsewhere.refund_id.replace("re_", "ch_"),
+                    "payment_intent": payment.intent_id,
+                    "refunds": {
+                        "data": [
+                            {
+                                "id": made_elsewhere.refund_id,
+                                "amount": 1000,
+                                "status": "succeeded",
+                                "object": "refund",
+                            }
+                        ]
+                    },
+                }
+            },
+        }
+        assert post_event(Client(), charge_refunded).status_code == 200
+        refund = Refund.objects.get(provider_refund_id=made_elsewhere.refund_id)
+        assert (refund.amount_minor, refund.status, refund.actor) == (
+            1000,
+            "succeeded",
+            "system:stripe-webhook",
+        )
+        assert repository.get(order.id).status == OrderStatus.PARTIALLY_REFUNDED
+
+        updated = {
+            "id": "evt_refund_updated",
+            "type": "refund.updated",
+            "created": int(time.time()) + 1,
+            "data": {
+                "object": {
+                    "object": "refund",
+                    "id": made_elsewhere.refund_id,
+                    "amount": 1000,
+                    "status": "succeeded",
+                    "payment_intent": payment.intent_id,
+                }
+            },
+        }
+        assert post_event(Client(), updated).status_code == 200
+        assert Refund.objects.count() == 1  # the same refund, not a second one
+        assert statuses(repository, order).count(("paid", "partially_refunded")) == 1
