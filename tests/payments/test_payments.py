@@ -19,7 +19,7 @@ from orders.repositories import OrderRepository
 from payments import services
 from payments.gateways.base import IntentRequest, PaymentGateway, RefundRequest
 from payments.models import Payment, PaymentStatus, Refund, WebhookEvent, WebhookResult
-from tests.payments.conftest import sign
+from tests.payments.conftest import WEBHOOK_SECRET, sign
 from tests.polling import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -242,7 +242,9 @@ class TestWebhooks:
         "signature",
         ["forged", "old", "missing", "wrong-secret"],
     )
-    def test_bad_signatures_are_400_and_nothing_is_stored(self, stripe_api: str, signature: str) -> None:
+    def test_bad_signatures_are_400_and_nothing_is_stored(
+        self, stripe_api: str, signature: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
         payload = json.dumps(
             {"id": "evt_x", "type": "payment_intent.succeeded", "created": 1, "data": {"object": {}}}
         )
@@ -257,6 +259,9 @@ class TestWebhooks:
         assert response.status_code == 400
         assert "whsec" not in response.content.decode()
         assert not WebhookEvent.objects.exists()
+        logged = [r.getMessage() for r in caplog.records if "Refused a Stripe webhook" in r.getMessage()]
+        assert logged, "the refusal is logged"
+        assert all(WEBHOOK_SECRET not in line and "whsec" not in line for line in logged)
 
     def test_unknown_types_are_stored_and_acknowledged(self, stripe_api: str) -> None:
         payload = {
