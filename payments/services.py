@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F, Max, Sum
 from django.utils import timezone
 
 from orders import services as order_services
 from orders.domain import Actor, Order, OrderError, OrderStatus
 from orders.repositories import OrderRepository, get_order_repository
 from payments.gateways.base import (
+    GatewayError,
     GatewayRequestRefused,
     IntentRequest,
     IntentResult,
@@ -165,6 +168,26 @@ _RANK = {
 }
 
 
+def _advance(current: PaymentStatus, intent: IntentResult) -> PaymentStatus | None:
+    """The status a report of `intent` moves a payment to, or None if that would be backwards
+    (a lower rank, or anything but success after a success)."""
+    reported = _payment_status(intent)
+    if _RANK[reported] < _RANK[current] or (
+        current == PaymentStatus.SUCCEEDED and reported != PaymentStatus.SUCCEEDED
+    ):
+        return None
+    return reported
+
+
+def _order_target(payment_status: PaymentStatus, order_status: OrderStatus, *, latest: bool) -> OrderStatus:
+    """The order status a payment in `payment_status` calls for (`latest`: it is the newest attempt)."""
+    if payment_status == PaymentStatus.SUCCEEDED and order_status in PAYABLE_STATUSES:
+        return OrderStatus.PAID
+    if payment_status == PaymentStatus.FAILED and order_status == OrderStatus.PENDING_PAYMENT and latest:
+        return OrderStatus.PAYMENT_FAILED
+    return order_status
+
+
 def payment_apply_intent(
     *,
     payment_id: uuid.UUID,
@@ -199,11 +222,9 @@ def _apply_intent(
         payment = Payment.objects.select_for_update().get(id=payment_id)
         if event_created and event_created < payment.last_event_created:
             return payment, True
-        new_status = _payment_status(intent)
         current = PaymentStatus(payment.status)
-        if _RANK[new_status] < _RANK[current] or (
-            current == PaymentStatus.SUCCEEDED and new_status != PaymentStatus.SUCCEEDED
-        ):
+        new_status = _advance(current, intent)
+        if new_status is None:
             return payment, True
         if new_status == PaymentStatus.FAILED and current != PaymentStatus.FAILED:
             payment.failure_code = intent.error_code[:100]
@@ -221,27 +242,28 @@ def _apply_intent(
 def _sync_order(repository: OrderRepository, payment: Payment, actor: Actor) -> None:
     """Move the order to what its payment says, if it is not there yet (never twice)."""
     order = repository.get(payment.order_id)
-    data = {"payment_id": str(payment.id), "attempt": payment.attempt, "intent_id": payment.intent_id or ""}
-    if payment.status == PaymentStatus.SUCCEEDED:
-        if order.status == OrderStatus.PAYMENT_FAILED:
-            _transition(repository, order.id, OrderStatus.PENDING_PAYMENT, actor, data)
-            order = repository.get(order.id)
-        if order.status == OrderStatus.PENDING_PAYMENT:
-            _transition(repository, order.id, OrderStatus.PAID, actor, data)
-        elif order.status == OrderStatus.CANCELLED:
+    latest = (
+        Payment.objects.filter(order_id=order.id).order_by("-attempt").values_list("id", flat=True).first()
+    )
+    target = _order_target(PaymentStatus(payment.status), order.status, latest=latest == payment.id)
+    data: dict[str, Any] = {
+        "payment_id": str(payment.id),
+        "attempt": payment.attempt,
+        "intent_id": payment.intent_id or "",
+    }
+    if target == order.status:
+        if payment.status == PaymentStatus.SUCCEEDED and order.status == OrderStatus.CANCELLED:
             logger.error(
                 "Order %s was paid after it was cancelled (payment %s): refund it", order.id, payment.id
             )
-    elif payment.status == PaymentStatus.FAILED and order.status == OrderStatus.PENDING_PAYMENT:
-        latest = (
-            Payment.objects.filter(order_id=order.id)
-            .order_by("-attempt")
-            .values_list("id", flat=True)
-            .first()
-        )
-        if latest == payment.id:  # a newer attempt is under way otherwise
-            data |= {"failure_code": payment.failure_code, "failure_message": payment.failure_message}
-            _transition(repository, order.id, OrderStatus.PAYMENT_FAILED, actor, data)
+        return
+    if target == OrderStatus.PAID:
+        if order.status == OrderStatus.PAYMENT_FAILED:  # the state machine goes through pending_payment
+            _transition(repository, order.id, OrderStatus.PENDING_PAYMENT, actor, data)
+        _transition(repository, order.id, OrderStatus.PAID, actor, data)
+    elif target == OrderStatus.PAYMENT_FAILED:
+        data |= {"failure_code": payment.failure_code, "failure_message": payment.failure_message}
+        _transition(repository, order.id, OrderStatus.PAYMENT_FAILED, actor, data)
 
 
 def _transition(
@@ -473,3 +495,175 @@ def _dispatch(stored: WebhookEvent) -> str:
             handled = True
         return WebhookResult.PROCESSED if handled else WebhookResult.UNKNOWN_PAYMENT
     return WebhookResult.UNHANDLED
+
+
+# --- reconciliation -------------------------------------------------------------------------
+RECONCILE_ACTOR = Actor.system("reconcile")
+OPEN_PAYMENT_STATUSES = frozenset(
+    {PaymentStatus.CREATING, PaymentStatus.REQUIRES_ACTION, PaymentStatus.PROCESSING}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileChange:
+    """What reconciling one payment changed (in a dry run: would change), or why it could not.
+
+    Statuses are their values (`"processing"`, `"paid"`); the order's are empty when it could not
+    be read. `error` is set, and nothing was changed, when Stripe or the order could not be reached.
+    """
+
+    payment_id: uuid.UUID
+    order_id: uuid.UUID
+    attempt: int
+    intent_id: str
+    payment_before: str
+    payment_after: str
+    order_before: str
+    order_after: str
+    error: str = ""
+
+    @property
+    def payment_changed(self) -> bool:
+        return self.payment_before != self.payment_after
+
+    @property
+    def order_changed(self) -> bool:
+        return self.order_before != self.order_after
+
+
+def payment_reconcile(
+    *,
+    since: datetime,
+    gateway: PaymentGateway | None = None,
+    repository: OrderRepository | None = None,
+    dry_run: bool = False,
+    progress: Callable[[Sequence[Payment]], Iterable[Payment]] | None = None,
+) -> list[ReconcileChange]:
+    """Compare the payments created since `since` that may be out of step with Stripe, and
+    repair them through `payment_apply_intent` (as `system:reconcile`).
+
+    Out of step: still open (creating, requires_action, processing: a webhook may have been
+    missed), or final while the order says otherwise (succeeded but the order still awaits
+    payment; the latest attempt failed but the order is still pending_payment). Each is looked up
+    at Stripe by its intent id, or by the order id in the intents' metadata when we never learnt
+    the id. Returns one `ReconcileChange` per payment or order that changed, or that could not be
+    checked (`error`); `dry_run` changes nothing and returns what would change. `progress` wraps
+    the payments being checked (a progress bar).
+    """
+    repository = repository or get_order_repository()
+    gateway = gateway or get_payment_gateway()
+    candidates = _reconcile_candidates(since=since, repository=repository)
+    changes = []
+    for payment in progress(candidates) if progress else candidates:
+        change = _reconcile_payment(payment, gateway=gateway, repository=repository, dry_run=dry_run)
+        if change is not None:
+            changes.append(change)
+    return changes
+
+
+def _reconcile_candidates(*, since: datetime, repository: OrderRepository) -> list[Payment]:
+    recent = list(Payment.objects.filter(created_at__gte=since).order_by("created_at", "attempt"))
+    latest_attempts = _latest_attempts({p.order_id for p in recent})
+    order_statuses: dict[uuid.UUID, OrderStatus | None] = {}
+    candidates = []
+    for payment in recent:
+        if payment.status in OPEN_PAYMENT_STATUSES:
+            candidates.append(payment)
+            continue
+        latest = latest_attempts.get(payment.order_id) == payment.attempt
+        if not (
+            payment.status == PaymentStatus.SUCCEEDED or (payment.status == PaymentStatus.FAILED and latest)
+        ):
+            continue  # a canceled attempt, or a failed one with a newer attempt: nothing to disagree
+        if payment.order_id not in order_statuses:
+            try:
+                order_statuses[payment.order_id] = OrderStatus(repository.get(payment.order_id).status)
+            except OrderError:
+                order_statuses[payment.order_id] = None  # checked (and reported) below
+        order_status = order_statuses[payment.order_id]
+        if (
+            order_status is None
+            or _order_target(PaymentStatus(payment.status), order_status, latest=latest) != order_status
+        ):
+            candidates.append(payment)
+    return candidates
+
+
+def _latest_attempts(order_ids: set[uuid.UUID]) -> dict[uuid.UUID, int]:
+    rows = (
+        Payment.objects.filter(order_id__in=order_ids)
+        .order_by()
+        .values("order_id")
+        .annotate(latest=Max("attempt"))
+        .values_list("order_id", "latest")
+    )
+    return dict(rows)
+
+
+def _reconcile_payment(
+    payment: Payment, *, gateway: PaymentGateway, repository: OrderRepository, dry_run: bool
+) -> ReconcileChange | None:
+    payment.refresh_from_db()  # a webhook may have got here since the list was made
+    before = PaymentStatus(payment.status)
+    order_before = ""
+
+    def report(*, payment_after: str, order_after: str, intent_id: str, error: str = "") -> ReconcileChange:
+        return ReconcileChange(
+            payment_id=payment.id,
+            order_id=payment.order_id,
+            attempt=payment.attempt,
+            intent_id=intent_id,
+            payment_before=before.value,
+            payment_after=payment_after,
+            order_before=order_before,
+            order_after=order_after,
+            error=error,
+        )
+
+    try:
+        order_before = str(repository.get(payment.order_id).status)
+        intent = _intent_of(payment, gateway)
+    except (OrderError, GatewayError, GatewayRequestRefused) as exc:
+        return report(
+            payment_after=before.value,
+            order_after=order_before,
+            intent_id=payment.intent_id or "",
+            error=f"{type(exc).__name__}: {exc}",
+        )
+    if intent is None:
+        # Stripe never saw this attempt: a new confirm claims it again (same idempotency key).
+        return None
+    intent_id = intent.intent_id or payment.intent_id or ""
+    if dry_run:
+        after = _advance(before, intent) or before
+        latest = _latest_attempts({payment.order_id}).get(payment.order_id) == payment.attempt
+        order_after = str(_order_target(after, OrderStatus(order_before), latest=latest))
+    else:
+        try:
+            after = PaymentStatus(
+                payment_apply_intent(
+                    payment_id=payment.id, intent=intent, actor=RECONCILE_ACTOR, repository=repository
+                ).status
+            )
+            order_after = str(repository.get(payment.order_id).status)
+        except OrderError as exc:
+            return report(
+                payment_after=before.value,
+                order_after=order_before,
+                intent_id=intent_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+    if after == before and order_after == order_before and intent_id == (payment.intent_id or ""):
+        return None
+    return report(payment_after=after.value, order_after=order_after, intent_id=intent_id)
+
+
+def _intent_of(payment: Payment, gateway: PaymentGateway) -> IntentResult | None:
+    if payment.intent_id:
+        return gateway.retrieve_intent(payment.intent_id)
+    found = [
+        intent
+        for intent in gateway.find_intents(order_id=str(payment.order_id))
+        if intent.metadata.get("attempt") == str(payment.attempt)
+    ]
+    return found[0] if found else None

@@ -1,0 +1,482 @@
+"""Staff screens for payments: each order's payments and refunds on its admin page, refunds
+through the same service as the API, read-only lists of payments and refunds, and the stored
+webhook events with a replay action.
+
+Payments point at orders by id (orders may live outside this database) and `orders` must not
+import `payments`, so the order's page is extended from here: `PaymentsOrderAdmin` replaces the
+orders app's `OrderAdmin` in the admin site.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from orders import services as order_services
+from orders.admin import OrderAdmin
+from orders.domain import OrderError
+from orders.models import Order as OrderRow
+from orders.repositories import get_order_repository
+from payments import selectors, services
+from payments.gateways.base import GatewayError
+from payments.models import Payment, PaymentStatus, Refund, RefundStatus, WebhookEvent
+
+REFUND_TEMPLATE = "admin/payments/refund.html"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written only by the services: staff may look, never add, edit or delete."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def _order_link(order_id: uuid.UUID) -> SafeString:
+    return format_html('<a href="{}">{}</a>', reverse("admin:orders_order_change", args=[order_id]), order_id)
+
+
+def _payment_link(payment: Payment, text: Any) -> SafeString:
+    return format_html(
+        '<a href="{}">{}</a>', reverse("admin:payments_payment_change", args=[payment.pk]), text
+    )
+
+
+# --- the order's page -----------------------------------------------------------------------
+class RefundForm(forms.Form):
+    amount_minor = forms.IntegerField(
+        label="Amount (minor units)",
+        min_value=1,
+        required=False,
+        help_text="For example 900 for 9.00. Leave empty to refund all that is left.",
+    )
+    reason = forms.CharField(
+        max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60})
+    )
+
+    def __init__(self, *args: Any, order_count: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.order_count = order_count
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("amount_minor") is not None and self.order_count > 1:
+            raise forms.ValidationError(
+                "An amount can only be given for one order; leave it empty to refund each in full."
+            )
+        return data
+
+
+def _refund_position(order_id: uuid.UUID) -> dict[str, Any]:
+    """What was paid for the order, what is refunded and what is left (minor units)."""
+    payment = (
+        Payment.objects.filter(order_id=order_id, status=PaymentStatus.SUCCEEDED).order_by("attempt").first()
+    )
+    if payment is None:
+        return {"currency": "", "paid": 0, "refunded": 0, "left": 0}
+    refunded = services.refunded_minor(payment)
+    return {
+        "currency": payment.currency,
+        "paid": payment.amount_received_minor,
+        "refunded": refunded,
+        "left": payment.amount_received_minor - refunded,
+    }
+
+
+class PaymentsOrderAdmin(OrderAdmin):
+    """The orders app's `OrderAdmin`, with the order's payments and refunds, and refund actions."""
+
+    readonly_fields = [*OrderAdmin.readonly_fields, "payments_summary"]
+    fieldsets = [
+        *OrderAdmin.fieldsets[:2],
+        ("Payments and refunds", {"fields": ["payments_summary"]}),
+        *OrderAdmin.fieldsets[2:],
+    ]
+    actions = [*OrderAdmin.actions, "refund_in_full", "refund_amount"]
+
+    def get_urls(self) -> list[URLPattern]:
+        refund = path(
+            "<path:object_id>/refund/",
+            self.admin_site.admin_view(self.refund_view),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_refund",
+        )
+        return [refund, *super().get_urls()]
+
+    def has_refund_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("payments.add_refund")
+
+    # The payments section of the change page.
+    @admin.display(description="Payments")
+    def payments_summary(self, order: OrderRow) -> SafeString | str:
+        payments = list(selectors.payments_of_order(order_id=order.id))
+        if not payments:
+            return "No payment yet."
+        payment_rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    _payment_link(p, p.attempt),
+                    p.get_status_display(),
+                    p.intent_id or "—",
+                    p.amount_minor,
+                    p.amount_received_minor,
+                    services.refunded_minor(p),
+                    p.currency,
+                    p.failure_message or p.failure_code or "",
+                )
+                for p in payments
+            ),
+        )
+        refunds = [(p, r) for p in payments for r in p.refunds.all()]
+        refund_rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    p.attempt,
+                    f"{r.amount_minor} {p.currency}",
+                    r.get_status_display(),
+                    r.actor,
+                    r.reason,
+                    r.provider_refund_id or r.failure_message or "",
+                )
+                for p, r in refunds
+            ),
+        )
+        refunds_table = (
+            format_html(
+                '<table class="payments-refunds"><caption>Refunds</caption><thead><tr><th>When</th>'
+                "<th>Attempt</th><th>Amount</th><th>Status</th><th>Actor</th><th>Reason</th>"
+                "<th>Stripe refund / error</th></tr></thead><tbody>{}</tbody></table>",
+                refund_rows,
+            )
+            if refunds
+            else format_html("<p>{}</p>", "No refunds.")
+        )
+        refund_link = (
+            format_html(
+                '<p><a class="button" href="{}">Refund…</a></p>',
+                reverse("admin:orders_order_refund", args=[order.pk]),
+            )
+            if _refund_position(order.id)["left"] > 0
+            else ""
+        )
+        return format_html(
+            '<table class="payments-payments"><thead><tr><th>Attempt</th><th>Status</th>'
+            "<th>Stripe PaymentIntent</th><th>Amount</th><th>Received</th><th>Refunded</th>"
+            "<th>Currency</th><th>Failure</th></tr></thead><tbody>{}</tbody></table>{}{}",
+            payment_rows,
+            refunds_table,
+            refund_link,
+        )
+
+    # Refunding: one service call per order, errors as messages.
+    def _refund(
+        self, request: HttpRequest, order_ids: Sequence[uuid.UUID], *, amount_minor: int | None, reason: str
+    ) -> None:
+        for order_id in order_ids:
+            try:
+                refund = services.payment_refund(
+                    order_id=order_id,
+                    actor=order_services.actor_for(request.user),
+                    amount_minor=amount_minor,
+                    reason=reason,
+                    requested_by=request.user,
+                )
+            except OrderError as exc:
+                self.message_user(request, f"Order {order_id} not refunded: {exc.message}", messages.ERROR)
+            except GatewayError as exc:
+                self.message_user(request, f"Order {order_id} not refunded: {exc}", messages.ERROR)
+            else:
+                text = f"Order {order_id}: refund of {refund.amount_minor} {refund.payment.currency}"
+                if refund.status == RefundStatus.SUCCEEDED:
+                    self.message_user(request, f"{text} succeeded.", messages.SUCCESS)
+                elif refund.status == RefundStatus.PENDING:
+                    self.message_user(request, f"{text} is pending at Stripe.", messages.WARNING)
+                else:
+                    detail = f": {refund.failure_message}" if refund.failure_message else ""
+                    self.message_user(request, f"{text} {refund.status}{detail}.", messages.ERROR)
+
+    @admin.action(description="Refund selected orders in full", permissions=["refund"])
+    def refund_in_full(self, request: HttpRequest, queryset: QuerySet[OrderRow]) -> None:
+        self._refund(request, list(queryset.values_list("id", flat=True)), amount_minor=None, reason="")
+
+    @admin.action(description="Refund selected orders (choose an amount)…", permissions=["refund"])
+    def refund_amount(self, request: HttpRequest, queryset: QuerySet[OrderRow]) -> HttpResponse | None:
+        order_ids = list(queryset.values_list("id", flat=True))
+        if "apply" in request.POST:
+            form = RefundForm(request.POST, order_count=len(order_ids))
+            if form.is_valid():
+                self._refund(
+                    request,
+                    order_ids,
+                    amount_minor=form.cleaned_data["amount_minor"],
+                    reason=form.cleaned_data["reason"],
+                )
+                return None  # back to the list, with the messages
+        else:
+            form = RefundForm(order_count=len(order_ids))
+        return self._refund_page(request, order_ids, form, via_action=True)
+
+    def refund_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The refund page for one order, linked from its change page."""
+        if not self.has_refund_permission(request):
+            raise PermissionDenied
+        order = self.get_object(request, unquote(object_id))
+        if order is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if request.method == "POST":
+            form = RefundForm(request.POST)
+            if form.is_valid():
+                self._refund(
+                    request,
+                    [order.pk],
+                    amount_minor=form.cleaned_data["amount_minor"],
+                    reason=form.cleaned_data["reason"],
+                )
+                return HttpResponseRedirect(reverse("admin:orders_order_change", args=[order.pk]))
+        else:
+            form = RefundForm()
+        return self._refund_page(request, [order.pk], form, via_action=False)
+
+    def _refund_page(
+        self, request: HttpRequest, order_ids: Sequence[uuid.UUID], form: RefundForm, *, via_action: bool
+    ) -> TemplateResponse:
+        repository = get_order_repository()
+        rows = []
+        for order_id in order_ids:
+            try:
+                status = repository.get(order_id).status
+            except OrderError:
+                status = "not found"
+            rows.append({"id": order_id, "status": status, **_refund_position(order_id)})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Refund order" if len(order_ids) == 1 else "Refund orders",
+            "opts": self.opts,
+            "rows": rows,
+            "form": form,
+            "via_action": via_action,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, REFUND_TEMPLATE, context)
+
+
+admin.site.unregister(OrderRow)
+admin.site.register(OrderRow, PaymentsOrderAdmin)
+
+
+# --- payments and refunds -------------------------------------------------------------------
+class RefundInline(admin.TabularInline):
+    model = Refund
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "amount_minor", "status", "actor", "requested_by", "reason", "provider_refund_id"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "order",
+        "attempt",
+        "status",
+        "provider",
+        "amount_minor",
+        "amount_received_minor",
+        "currency",
+        "intent_id",
+        "failure_code",
+    ]
+    list_filter = ["status", "provider", "currency", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["=id", "order_id", "intent_id"]
+    date_hierarchy = "created_at"
+    inlines = [RefundInline]
+    # The client secret lets a browser confirm the payment: not shown.
+    fields = [
+        "id",
+        "order",
+        "attempt",
+        "provider",
+        "status",
+        "intent_id",
+        "payment_method",
+        "amount_minor",
+        "amount_received_minor",
+        "currency",
+        "failure_code",
+        "failure_message",
+        "last_event_created",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="Order", ordering="order_id")
+    def order(self, payment: Payment) -> SafeString:
+        return _order_link(payment.order_id)
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "order",
+        "payment_attempt",
+        "amount_minor",
+        "currency",
+        "status",
+        "actor",
+        "requested_by",
+        "provider_refund_id",
+    ]
+    list_filter = ["status", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["=id", "provider_refund_id", "payment__order_id", "payment__intent_id"]
+    list_select_related = ["payment", "requested_by"]
+    fields = [
+        "id",
+        "order",
+        "payment_attempt",
+        "amount_minor",
+        "currency",
+        "status",
+        "reason",
+        "actor",
+        "requested_by",
+        "provider_refund_id",
+        "failure_message",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="Order", ordering="payment__order_id")
+    def order(self, refund: Refund) -> SafeString:
+        return _order_link(refund.payment.order_id)
+
+    @admin.display(description="Payment", ordering="payment__attempt")
+    def payment_attempt(self, refund: Refund) -> SafeString:
+        return _payment_link(refund.payment, f"attempt {refund.payment.attempt}")
+
+    @admin.display(description="Currency")
+    def currency(self, refund: Refund) -> str:
+        return refund.payment.currency
+
+
+# --- webhook events -------------------------------------------------------------------------
+class ProcessedFilter(admin.SimpleListFilter):
+    title = "processed"
+    parameter_name = "processed"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Processed"), ("no", "Not processed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> QuerySet[WebhookEvent]:
+        if self.value() == "yes":
+            return queryset.filter(processed_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(processed_at__isnull=True)
+        return queryset
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    list_display = [
+        "event_id",
+        "type",
+        "result",
+        "processed",
+        "deliveries",
+        "attempts",
+        "received_at",
+        "processed_at",
+    ]
+    list_filter = ["type", "result", ProcessedFilter, ("received_at", admin.DateFieldListFilter)]
+    search_fields = ["=event_id"]
+    date_hierarchy = "received_at"
+    actions = ["replay_events"]
+    fields = [
+        "event_id",
+        "provider",
+        "type",
+        "created",
+        "received_at",
+        "deliveries",
+        "attempts",
+        "processed_at",
+        "result",
+        "error_text",
+        "payload_json",
+    ]
+    readonly_fields = fields
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("payments.change_webhookevent")
+
+    @admin.display(description="Processed", boolean=True, ordering="processed_at")
+    def processed(self, event: WebhookEvent) -> bool:
+        return event.processed_at is not None
+
+    @admin.display(description="Error")
+    def error_text(self, event: WebhookEvent) -> SafeString | str:
+        return format_html("<pre>{}</pre>", event.error) if event.error else "—"
+
+    @admin.display(description="Payload")
+    def payload_json(self, event: WebhookEvent) -> SafeString:
+        return format_html("<pre>{}</pre>", json.dumps(event.payload, indent=2, sort_keys=True))
+
+    @admin.action(description="Replay selected events", permissions=["replay"])
+    def replay_events(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
+        results: Counter[str] = Counter()
+        failures = 0
+        for event in queryset.order_by("created", "received_at"):
+            try:
+                done = services.webhook_process(event_pk=event.pk, again=True)
+            except Exception as exc:  # noqa: BLE001 - recorded on the event; reported to the user
+                failures += 1
+                self.message_user(
+                    request,
+                    f"{event.event_id} ({event.type}) failed again: {type(exc).__name__}: {exc}",
+                    messages.ERROR,
+                )
+            else:
+                results[done.result] += 1
+        if results:
+            summary = ", ".join(f"{count} {result}" for result, count in sorted(results.items()))
+            self.message_user(
+                request, f"Replayed {sum(results.values())} event(s): {summary}.", messages.SUCCESS
+            )
+        if failures:
+            self.message_user(
+                request, f"{failures} event(s) failed again; their errors are stored on them.", messages.ERROR
+            )
