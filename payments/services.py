@@ -667,3 +667,73 @@ def _intent_of(payment: Payment, gateway: PaymentGateway) -> IntentResult | None
         if intent.metadata.get("attempt") == str(payment.attempt)
     ]
     return found[0] if found else None
+
+
+# Pending refunds older than this are looked up at Stripe: the call that made them is long over.
+PENDING_REFUND_GRACE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundReconcileChange:
+    refund_id: uuid.UUID
+    order_id: uuid.UUID
+    status_before: str
+    status_after: str
+    error: str = ""
+
+
+def refund_reconcile_pending(
+    *,
+    older_than: timedelta = PENDING_REFUND_GRACE,
+    gateway: PaymentGateway | None = None,
+    repository: OrderRepository | None = None,
+    dry_run: bool = False,
+) -> list[RefundReconcileChange]:
+    """Settle refunds left pending because Stripe's answer never came back.
+
+    Each is looked up among its intent's refunds by the `refund_id` in their metadata: found, it
+    is applied like any answer; not found, Stripe never made it (our request carried a key of its
+    own, so it will not happen later), and it is marked failed, which frees its amount.
+    """
+    gateway = gateway or get_payment_gateway()
+    stuck = Refund.objects.filter(
+        status=RefundStatus.PENDING, updated_at__lt=timezone.now() - older_than
+    ).select_related("payment")
+    changes = []
+    for refund in stuck:
+        try:
+            found = [
+                r
+                for r in gateway.find_refunds(intent_id=refund.payment.intent_id or "")
+                if r.metadata.get("refund_id") == str(refund.id)
+            ]
+        except (GatewayError, GatewayRequestRefused) as exc:
+            changes.append(
+                RefundReconcileChange(
+                    refund_id=refund.id,
+                    order_id=refund.payment.order_id,
+                    status_before=refund.status,
+                    status_after=refund.status,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            )
+            continue
+        after = found[0].status if found else RefundStatus.FAILED
+        if not dry_run:
+            if found:
+                refund_apply(
+                    refund_id=refund.id, result=found[0], actor=RECONCILE_ACTOR, repository=repository
+                )
+            else:
+                Refund.objects.filter(id=refund.id, status=RefundStatus.PENDING).update(
+                    status=RefundStatus.FAILED, failure_message="Stripe never received this refund."
+                )
+        changes.append(
+            RefundReconcileChange(
+                refund_id=refund.id,
+                order_id=refund.payment.order_id,
+                status_before=refund.status,
+                status_after=after,
+            )
+        )
+    return changes

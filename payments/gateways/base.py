@@ -82,6 +82,7 @@ class RefundResult:
     intent_id: str = ""
     error_code: str = ""
     error_message: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,9 @@ class PaymentGateway(Protocol):
         """Every PaymentIntent whose metadata names this order (for reconciliation)."""
 
     def refund(self, request: RefundRequest) -> RefundResult: ...
+
+    def find_refunds(self, *, intent_id: str) -> list[RefundResult]:
+        """Every refund of this PaymentIntent, with its metadata (for reconciliation)."""
 
     def create_setup_intent(self, *, idempotency_key: str) -> str:
         """A SetupIntent's client secret: the browser turns card details into a payment method."""

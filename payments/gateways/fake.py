@@ -34,6 +34,7 @@ class FakeGateway:
         self.answers: dict[str, Any] = {}  # idempotency key → first answer
         self.calls: list[tuple[str, str]] = []  # (operation, idempotency key)
         self.fail_next = 0  # how many of the next calls raise GatewayError
+        self.lose_next_answer = False  # do the next call's work, then raise GatewayError (a timeout)
         self._ids = itertools.count(1)
 
     def _maybe_fail(self) -> None:
@@ -95,10 +96,18 @@ class FakeGateway:
             status="succeeded",
             amount_minor=request.amount_minor,
             intent_id=request.intent_id,
+            metadata=dict(request.metadata),
         )
         self.refunds[refund.refund_id] = refund
         self.answers[request.idempotency_key] = refund.refund_id
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise GatewayError("the answer was lost on the way back")
         return refund
+
+    def find_refunds(self, *, intent_id: str) -> list[RefundResult]:
+        self._maybe_fail()
+        return [r for r in self.refunds.values() if r.intent_id == intent_id]
 
     def create_setup_intent(self, *, idempotency_key: str) -> str:
         self._maybe_fail()

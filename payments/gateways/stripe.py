@@ -93,6 +93,7 @@ def _refund_result(data: dict[str, Any], *, intent_id: str) -> RefundResult:
         amount_minor=int(data["amount"]),
         intent_id=data.get("payment_intent") or intent_id,
         error_code=data.get("failure_reason") or "",
+        metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
     )
 
 
@@ -154,6 +155,11 @@ class StripeGateway:
                 options={"idempotency_key": request.idempotency_key},
             )
         return _refund_result(_plain(refund), intent_id=request.intent_id)
+
+    def find_refunds(self, *, intent_id: str) -> list[RefundResult]:
+        with _translated_errors():
+            page = self.client.v1.refunds.list(params={"payment_intent": intent_id, "limit": 100})
+            return [_refund_result(_plain(refund), intent_id=intent_id) for refund in page.auto_paging_iter()]
 
     def create_setup_intent(self, *, idempotency_key: str) -> str:
         with _translated_errors():

@@ -164,3 +164,41 @@ class TestRefundLimits:
         transitions = [e.to_status for e in repository.events(paid.id) if e.to_status == OrderStatus.REFUNDED]
         assert transitions == [OrderStatus.REFUNDED]
         assert fake.calls[-1] == ("refund", f"refund:{refund.id}")
+
+
+class TestPendingRefundsAreSettled:
+    @pytest.fixture
+    def paid(self, order: Order, fake: FakeGateway) -> Order:
+        confirm(order, fake)
+        return order
+
+    def age(self) -> None:
+        Refund.objects.update(updated_at=timezone.now() - timedelta(minutes=10))
+
+    def test_a_refund_whose_answer_was_lost_is_found_and_applied(
+        self, paid: Order, fake: FakeGateway, repository: OrderRepository
+    ) -> None:
+        fake.lose_next_answer = True
+        with pytest.raises(GatewayError):
+            services.payment_refund(order_id=paid.id, actor=ACTOR, gateway=fake)
+        assert services.refund_reconcile_pending(gateway=fake) == []  # too recent to judge
+        self.age()
+        [change] = services.refund_reconcile_pending(gateway=fake)
+        assert (change.status_before, change.status_after) == ("pending", "succeeded")
+        assert Refund.objects.get().status == RefundStatus.SUCCEEDED
+        assert repository.get(paid.id).status == OrderStatus.REFUNDED
+
+    def test_a_refund_stripe_never_got_is_failed_and_its_amount_freed(
+        self, paid: Order, fake: FakeGateway, repository: OrderRepository
+    ) -> None:
+        fake.fail_next = 1
+        with pytest.raises(GatewayError):
+            services.payment_refund(order_id=paid.id, amount_minor=2900, actor=ACTOR, gateway=fake)
+        self.age()
+        [dry] = services.refund_reconcile_pending(gateway=fake, dry_run=True)
+        assert dry.status_after == "failed" and Refund.objects.get().status == RefundStatus.PENDING
+        services.refund_reconcile_pending(gateway=fake)
+        assert Refund.objects.get().status == RefundStatus.FAILED
+        again = services.payment_refund(order_id=paid.id, amount_minor=2900, actor=ACTOR, gateway=fake)
+        assert again.status == RefundStatus.SUCCEEDED
+        assert repository.get(paid.id).status == OrderStatus.REFUNDED

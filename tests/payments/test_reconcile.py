@@ -78,7 +78,10 @@ def test_a_missed_webhook_is_repaired(
         f"payment {payment.id} creating → succeeded; order {order.id} pending_payment → paid"
         f" (attempt 1, {payment.intent_id})"
     ) in out
-    assert "Checked 1 payment(s)" in out and "1 changed, 1 order(s) moved, 0 could not be checked." in out
+    assert (
+        "Checked 1 payment(s)" in out
+        and "1 changed, 1 order(s) moved, 0 pending refund(s) settled, 0 could not be checked." in out
+    )
     assert err.getvalue() == ""  # not a terminal: no progress bar
 
     events = len(repository.events(order.id))

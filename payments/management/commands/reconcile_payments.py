@@ -100,15 +100,31 @@ class Command(BaseCommand):
             self.stderr.write(
                 f"payment {change.payment_id} (order {change.order_id}) could not be checked: {change.error}"
             )
+        refund_changes = services.refund_reconcile_pending(dry_run=dry_run)
+        for refund in refund_changes:
+            if refund.error:
+                self.stderr.write(
+                    f"refund {refund.refund_id} (order {refund.order_id}) could not be checked: {refund.error}"
+                )
+            else:
+                prefix = "[dry run] " if dry_run else ""
+                self.stdout.write(
+                    f"{prefix}refund {refund.refund_id} (order {refund.order_id})"
+                    f" {refund.status_before} → {refund.status_after}"
+                )
+        errors += [refund for refund in refund_changes if refund.error]  # type: ignore[misc]
         orders_moved = sum(1 for change in changed if change.order_changed)
         summary = (
             f"Checked {checked} payment(s) that may be out of step, of those created since"
             f" {since.isoformat(timespec='seconds')}: {len(changed)} {verb},"
             f" {orders_moved} order(s) {'would move' if dry_run else 'moved'},"
+            f" {sum(1 for r in refund_changes if not r.error)} pending refund(s) settled,"
             f" {len(errors)} could not be checked."
         )
         if dry_run:
             summary += " Dry run: nothing was changed."
         self.stdout.write(summary)
         if errors:
-            raise CommandError(f"{len(errors)} payment(s) could not be checked; run again later.")
+            raise CommandError(
+                f"{len(errors)} payment(s) or refund(s) could not be checked; run again later."
+            )
