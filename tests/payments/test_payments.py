@@ -421,3 +421,14 @@ class TestRefundEvents:
         assert post_event(Client(), updated).status_code == 200
         assert Refund.objects.count() == 1  # the same refund, not a second one
         assert statuses(repository, order).count(("paid", "partially_refunded")) == 1
+
+
+def test_refunds_are_found_at_stripe_by_their_metadata(
+    stripe_api: str, gateway: PaymentGateway, order: Order
+) -> None:
+    payment = services.payment_confirm(order_id=order.id, payment_method=VISA, actor=Actor.system("t"))
+    refund = services.payment_refund(order_id=order.id, amount_minor=700, actor=Actor.system("t"))
+    found = gateway.find_refunds(intent_id=payment.intent_id)
+    assert [(r.refund_id, r.amount_minor, r.metadata.get("refund_id")) for r in found] == [
+        (refund.provider_refund_id, 700, str(refund.id))
+    ]
