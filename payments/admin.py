@@ -34,7 +34,7 @@ from orders.models import Order as OrderRow
 from orders.repositories import get_order_repository
 from payments import selectors, services
 from payments.gateways.base import GatewayError
-from payments.models import Payment, PaymentStatus, Refund, RefundStatus, WebhookEvent
+from payments.models import Payment, Refund, RefundStatus, WebhookEvent
 
 REFUND_TEMPLATE = "admin/payments/refund.html"
 
@@ -87,22 +87,6 @@ class RefundForm(forms.Form):
         return data
 
 
-def _refund_position(order_id: uuid.UUID) -> dict[str, Any]:
-    """What was paid for the order, what is refunded and what is left (minor units)."""
-    payment = (
-        Payment.objects.filter(order_id=order_id, status=PaymentStatus.SUCCEEDED).order_by("attempt").first()
-    )
-    if payment is None:
-        return {"currency": "", "paid": 0, "refunded": 0, "left": 0}
-    refunded = services.refunded_minor(payment)
-    return {
-        "currency": payment.currency,
-        "paid": payment.amount_received_minor,
-        "refunded": refunded,
-        "left": payment.amount_received_minor - refunded,
-    }
-
-
 class PaymentsOrderAdmin(OrderAdmin):
     """The orders app's `OrderAdmin`, with the order's payments and refunds, and refund actions."""
 
@@ -141,7 +125,7 @@ class PaymentsOrderAdmin(OrderAdmin):
                     p.intent_id or "—",
                     p.amount_minor,
                     p.amount_received_minor,
-                    services.refunded_minor(p),
+                    selectors.refunded_minor(p),
                     p.currency,
                     p.failure_message or p.failure_code or "",
                 )
@@ -180,7 +164,7 @@ class PaymentsOrderAdmin(OrderAdmin):
                 '<p><a class="button" href="{}">Refund…</a></p>',
                 reverse("admin:orders_order_refund", args=[order.pk]),
             )
-            if _refund_position(order.id)["left"] > 0
+            if selectors.refund_position(order.id)["left"] > 0
             else ""
         )
         return format_html(
@@ -271,7 +255,7 @@ class PaymentsOrderAdmin(OrderAdmin):
                 status = repository.get(order_id).status
             except OrderError:
                 status = "not found"
-            rows.append({"id": order_id, "status": status, **_refund_position(order_id)})
+            rows.append({"id": order_id, "status": status, **selectors.refund_position(order_id)})
         context = {
             **self.admin_site.each_context(request),
             "title": "Refund order" if len(order_ids) == 1 else "Refund orders",

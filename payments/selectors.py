@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 
 from orders import selectors as order_selectors
 from orders.domain import OrderNotFound
 from orders.repositories import get_order_repository
-from payments.models import Payment
+from payments.models import Payment, PaymentStatus, RefundStatus
+
+
+def refunded_minor(payment: Payment) -> int:
+    """What is refunded or being refunded: pending refunds count, so two at once cannot overshoot."""
+    total = payment.refunds.filter(status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED]).aggregate(
+        total=Sum("amount_minor")
+    )["total"]
+    return int(total or 0)
 
 
 def payments_of_order(*, order_id: uuid.UUID) -> QuerySet[Payment]:
@@ -40,3 +49,19 @@ def payment_get(
         guest_order_ids=guest_order_ids,
     )
     return payment
+
+
+def refund_position(order_id: uuid.UUID) -> dict[str, Any]:
+    """What was paid for the order, what is refunded and what is left (minor units)."""
+    payment = (
+        Payment.objects.filter(order_id=order_id, status=PaymentStatus.SUCCEEDED).order_by("attempt").first()
+    )
+    if payment is None:
+        return {"currency": "", "paid": 0, "refunded": 0, "left": 0}
+    refunded = refunded_minor(payment)
+    return {
+        "currency": payment.currency,
+        "paid": payment.amount_received_minor,
+        "refunded": refunded,
+        "left": payment.amount_received_minor - refunded,
+    }

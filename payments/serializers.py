@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from payments.models import PaymentStatus, RefundStatus
-from payments.services import refunded_minor
+from payments.selectors import refunded_minor
 
 
 class PaymentConfirmInputSerializer(serializers.Serializer):

@@ -35,6 +35,7 @@ from payments.gateways.base import (
     get_payment_gateway,
 )
 from payments.models import Payment, PaymentStatus, Refund, RefundStatus, WebhookEvent, WebhookResult
+from payments.selectors import refunded_minor
 
 logger = logging.getLogger(__name__)
 
@@ -303,14 +304,6 @@ def payment_sync(
 
 
 # --- refunds --------------------------------------------------------------------------------
-def refunded_minor(payment: Payment) -> int:
-    """What is refunded or being refunded: pending refunds count, so two at once cannot overshoot."""
-    total = payment.refunds.filter(status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED]).aggregate(
-        total=Sum("amount_minor")
-    )["total"]
-    return int(total or 0)
-
-
 def payment_refund(
     *,
     order_id: uuid.UUID,
