@@ -7,7 +7,10 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export GUNICORN_BIND ?= 127.0.0.1:$(PORT)
 
-.PHONY: run test install lint format migrate seed compose-check clean
+# The browser test (tests/payments/test_browser.py) drives Debian's Chromium through Playwright.
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test install lint format migrate seed chromium compose-check clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -32,6 +35,9 @@ run: seed
 	@echo "  Admin:     http://$(GUNICORN_BIND)/admin/   (login: admin / admin-demo-password)"
 	@echo "  API docs:  http://$(GUNICORN_BIND)/api/docs/"
 	@echo "  Customer:  customer / customer-demo-password"
+	@echo "  Payments:  Stripe stand-in (localstripe) on $(or $(STRIPE_API_BASE),http://127.0.0.1:8420), webhooks to this app"
+	@echo "             test card 4242 4242 4242 4242 pays, 4000 0000 0000 0341 is declined"
+	@echo "             (any future expiry such as 12 / 34, any CVC and postal code)"
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
@@ -43,8 +49,21 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+test: lint chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Installs Chromium when it is missing and we may (root, with apt-get); fails saying how otherwise.
+chromium:
+	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Chromium for the browser test: apt-get install chromium"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "apt-get could not install chromium" >&2; \
+	fi
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "The browser test needs Chromium at $(CHROMIUM). Install Debian's package as root:" >&2; \
+		echo "    apt-get update && apt-get install chromium" >&2; \
+		exit 1; \
+	fi
 
 # `docker compose config` validates docker-compose.yml (Compose v2, or Debian's docker-compose).
 # The file requires the secret variables; throwaway values stand in for them here only.

@@ -111,6 +111,13 @@ def payment_confirm(
     return payment_apply_intent(payment_id=payment.id, intent=result, actor=actor, repository=repository)
 
 
+def payment_setup_start(*, order_id: uuid.UUID, gateway: PaymentGateway | None = None) -> str:
+    """A SetupIntent's client secret, with which Stripe.js turns card details into a payment
+    method. One per try: a retry after a declined card must not get the used one back."""
+    gateway = gateway or get_payment_gateway()
+    return gateway.create_setup_intent(idempotency_key=f"order:{order_id}:setup:{uuid.uuid4().hex}")
+
+
 def _claim_attempt(order: Order, payment_method: str) -> tuple[Payment, bool]:
     """The payment to use: the open or successful one, or a new attempt claimed by this call."""
     with transaction.atomic():

@@ -58,6 +58,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         "GUNICORN_WORKERS": "2",
         "Q_CLUSTER_NAME": f"runtest-{uuid.uuid4().hex[:8]}",
         "Q_WORKERS": "1",
+        # The Procfile's Stripe stand-in listens where STRIPE_API_BASE says: a free port of its own.
+        "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}",
     }
     if not env.get("DATABASE_URL"):
         env["SQLITE_PATH"] = str(tmp_path_factory.mktemp("run") / "db.sqlite3")
@@ -133,3 +135,53 @@ def test_the_worker_runs_tasks_from_the_broker(running: dict[str, Any]) -> None:
     assert done.stdout.strip().splitlines()[-1:] == ["3628800"], (
         done.stderr + running["log"].read_text()[-3000:]
     )
+
+
+def test_a_payment_completes_through_the_stand_in_and_its_signed_webhook(running: dict[str, Any]) -> None:
+    """`make run`'s Stripe stand-in charges the card and sends its webhook to the web server."""
+    base = running["base"]
+    status, tokens = http(
+        "POST", f"{base}/api/auth/token", {"username": "customer", "password": "customer-demo-password"}
+    )
+    assert status == 200, tokens
+    auth = {"Authorization": f"Bearer {tokens['access']}"}
+    status, order = http(
+        "POST",
+        f"{base}/api/orders",
+        {
+            "lines": [{"sku": "TEE-001", "quantity": 1}],
+            "shipping_address": {"name": "A", "line1": "B", "city": "C", "postal_code": "D", "country": "US"},
+        },
+        headers=auth,
+    )
+    assert status == 201, order
+    status, payment = http(
+        "POST",
+        f"{base}/api/payments/confirm",
+        {"order_id": order["id"], "payment_method": "pm_card_visa"},
+        auth,
+    )
+    assert (status, payment["status"]) == (200, "succeeded"), payment
+    assert http("GET", f"{base}/api/orders/{order['id']}", headers=auth)[1]["status"] == "paid"
+
+    def webhook_processed() -> bool:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "shell",
+                "--no-imports",
+                "-c",
+                "from payments.models import WebhookEvent as E; "
+                f"print(E.objects.filter(payload__data__object__metadata__order_id='{order['id']}',"
+                " type='payment_intent.succeeded', processed_at__isnull=False).count())",
+            ],
+            cwd=ROOT,
+            env=running["env"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.stdout.strip().splitlines()[-1:] == ["1"]
+
+    eventually(webhook_processed, seconds=30, what="the signed payment_intent.succeeded webhook")

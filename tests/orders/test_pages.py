@@ -298,7 +298,7 @@ def test_guest_checkout_places_one_order_priced_on_the_server(
     page = client.get(response.url)
     assert page.status_code == 200
     assert "Thank you! Your order is placed." in messages_of(page)
-    assert "Payment coming soon: your order is reserved and waiting for payment" in page.content.decode()
+    assert "Your order is reserved and waiting for payment." in page.content.decode()
 
 
 def test_guest_checkout_needs_an_email(client: Client, mug: Any, repository: OrderRepository) -> None:
@@ -458,7 +458,7 @@ def test_order_page_shows_lines_totals_address_and_history(
     assert "N1 9GU London" in html
     assert "Leave at the door" in html
     assert "Pending payment" in html
-    assert "Payment coming soon: your order is reserved and waiting for payment" in html
+    assert "Your order is reserved and waiting for payment." in html and ">Pay now</a>" in html
     assert "Cancel order" in html
     assert "<strong>Created</strong>" in html
     assert "by You" in html
@@ -564,7 +564,7 @@ def test_paid_order_has_no_cancel_button_and_no_payment_notice(
     html = client.get(reverse("orders:order_detail", args=[order.id])).content.decode()
 
     assert "Cancel order" not in html
-    assert "Payment coming soon" not in html
+    assert "Pay now" not in html
     assert '<span class="status status-paid">Paid</span>' in html
     assert "by System (stripe)" in html
 

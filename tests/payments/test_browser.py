@@ -1,0 +1,138 @@
+"""A guest pays in a real browser: headless Chromium through Playwright, against the live server,
+the localstripe stand-in of Stripe.js and its signed webhooks.
+
+Needs Debian's `chromium` at /usr/bin/chromium (`make test` installs it when it can).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from orders.domain import OrderQuery, OrderStatus
+from orders.repositories import OrderRepository
+from payments.models import Payment, PaymentStatus, WebhookEvent
+from tests.conftest import ADDRESS_JSON
+from tests.polling import eventually
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+DECLINED_CARD = "4000000000000341"
+GOOD_CARD = "4242424242424242"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"The browser test needs Chromium at {CHROMIUM}: apt-get install chromium")
+    # Playwright's sync API keeps an event loop in this thread, which Django's ORM takes for an
+    # async context; the test's own ORM calls are plain synchronous ones. Only for this module.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            yield chromium
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def fill_card(page: Page, number: str) -> None:
+    """The stand-in card element: five plain text inputs named by their placeholders."""
+    for placeholder, value in (
+        ("number", number),
+        ("exp_month", "12"),
+        ("exp_year", "34"),  # two digits: the stand-in prepends "20"
+        ("cvc", "123"),
+        ("postal_code", "75001"),
+    ):
+        page.fill(f"#card-element input[placeholder={placeholder}]", value)
+
+
+def test_a_guest_pays_after_a_declined_card(
+    page: Page,
+    stripe_api: str,
+    stripe_webhooks: str,
+    settings: Any,
+    mug: Any,
+    repository: OrderRepository,
+) -> None:
+    settings.STRIPE_JS_URL = f"{stripe_api}/js.stripe.com/v3/"
+    base = stripe_webhooks  # the live server's URL
+    started = time.monotonic()
+
+    # Shop and check out as a guest.
+    page.goto(f"{base}/products/{mug.sku}/")
+    page.get_by_role("button", name="Add to cart").click()
+    expect(page.get_by_text(f"Added {mug.name} to your cart.")).to_be_visible()
+    page.goto(f"{base}/checkout/")
+    for field in ("name", "line1", "city", "postal_code", "country"):
+        page.fill(f"#id_{field}", ADDRESS_JSON[field])
+    page.fill("#id_email", "guest@example.com")
+    page.get_by_role("button", name="Place order").click()
+    expect(page.get_by_text("Thank you! Your order is placed.")).to_be_visible()
+
+    # To the payment page.
+    page.get_by_role("link", name="Pay now").click()
+    expect(page.locator("h1")).to_contain_text("Pay order")
+    expect(page.locator("#pay-form[data-ready=true]")).to_have_count(1)
+    pay_button = page.locator("#pay-button")
+
+    # A declined card: the message, and the form stays for another try.
+    fill_card(page, DECLINED_CARD)
+    pay_button.click()
+    expect(page.locator("#pay-error")).to_have_text("Your card was declined.")
+    expect(pay_button).to_be_enabled()
+    expect(page.locator("#pay-attempts")).to_contain_text("Attempt 1: Failed")
+
+    # A good card on the same order: the order page, paid.
+    fill_card(page, GOOD_CARD)
+    pay_button.click()
+    page.wait_for_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
+    expect(page.locator("#status-title .status")).to_have_text("Paid")
+    expect(page.get_by_text("Payment received. Thank you!")).to_be_visible()
+    browser_seconds = time.monotonic() - started
+
+    orders = repository.list(OrderQuery(limit=10)).orders
+    assert len(orders) == 1
+    order = orders[0]
+    assert repository.get(order.id).status == OrderStatus.PAID
+    assert page.url.endswith(f"/orders/{order.id}/")
+    payments = list(Payment.objects.filter(order_id=order.id).order_by("attempt"))
+    assert [(p.attempt, p.status) for p in payments] == [
+        (1, PaymentStatus.FAILED),
+        (2, PaymentStatus.SUCCEEDED),
+    ]
+    assert payments[0].failure_message == "Your card was declined."
+    assert all(p.payment_method.startswith("pm_") for p in payments)
+    # Stripe's signed webhooks reach the live server too, and change nothing more.
+    eventually(
+        lambda: WebhookEvent.objects.filter(
+            type="payment_intent.succeeded", processed_at__isnull=False
+        ).exists(),
+        what="the succeeded webhook",
+    )
+    assert Payment.objects.count() == 2
+    assert browser_seconds < 30, f"the browser flow took {browser_seconds:.1f} s"
