@@ -65,6 +65,7 @@ class EventType(enum.StrEnum):
     STATUS_CHANGED = "status_changed"
     EDITED = "edited"
     NOTE_ADDED = "note_added"
+    REFUND_RECORDED = "refund_recorded"
 
     @property
     def label(self) -> str:

@@ -184,6 +184,19 @@ def order_add_note(*, repository: OrderRepository, order_id: uuid.UUID, actor: A
     return _apply(repository, order_id, change)
 
 
+def order_record_refund(
+    *, repository: OrderRepository, order_id: uuid.UUID, actor: Actor, data: dict[str, Any]
+) -> Order:
+    """Append a refund to the order's audit trail (its status may or may not change with it)."""
+
+    def change(order: Order) -> bool:
+        order.updated_at = utcnow()
+        order.record(type=EventType.REFUND_RECORDED, actor=actor, data=data, at=order.updated_at)
+        return True
+
+    return _apply(repository, order_id, change)
+
+
 def order_transition(
     *,
     repository: OrderRepository,

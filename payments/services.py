@@ -379,6 +379,19 @@ def refund_apply(
             refund.provider_refund_id = result.refund_id or refund.provider_refund_id
             refund.failure_message = result.error_message or result.error_code
             refund.save()
+            if refund.status == RefundStatus.SUCCEEDED:
+                order_services.order_record_refund(
+                    repository=repository,
+                    order_id=refund.payment.order_id,
+                    actor=actor,
+                    data={
+                        "refund_id": str(refund.id),
+                        "provider_refund_id": refund.provider_refund_id or "",
+                        "amount_minor": refund.amount_minor,
+                        "currency": refund.payment.currency,
+                        "reason": refund.reason,
+                    },
+                )
         _sync_order_refunds(repository, refund.payment, actor)
     return refund
 

@@ -350,6 +350,8 @@ class TestRefunds:
             ("paid", "partially_refunded"),
             ("partially_refunded", "refunded"),
         ]
+        recorded = [e.data for e in repository.events(paid_order.id) if e.type == EventType.REFUND_RECORDED]
+        assert [(r["amount_minor"], r["reason"]) for r in recorded] == [(900, "chip"), (2000, "")]
 
     def test_customers_cannot_refund(self, api_as: Callable, customer: Any, paid_order: Order) -> None:
         response = api_as(customer).post(
