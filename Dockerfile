@@ -26,6 +26,7 @@ COPY . .
 RUN DJANGO_SECRET_KEY=collectstatic-build-only-not-a-secret-0123456789abcdefghijklmnop \
     DJANGO_ALLOWED_HOSTS=localhost \
     STRIPE_SECRET_KEY=sk_build_only STRIPE_PUBLISHABLE_KEY=pk_build_only STRIPE_WEBHOOK_SECRET=whsec_build_only \
+    SENDGRID_API_KEY=SG.build_only GOOGLE_SERVICE_ACCOUNT_JSON={} \
     python manage.py collectstatic --noinput \
     && mkdir -p /app/media \
     && chown app:app /app/media

@@ -72,6 +72,8 @@ compose-check: export DJANGO_ALLOWED_HOSTS ?= localhost
 compose-check: export STRIPE_SECRET_KEY ?= sk_test_compose_check
 compose-check: export STRIPE_PUBLISHABLE_KEY ?= pk_test_compose_check
 compose-check: export STRIPE_WEBHOOK_SECRET ?= whsec_compose_check
+compose-check: export SENDGRID_API_KEY ?= SG.compose_check
+compose-check: export GOOGLE_SERVICE_ACCOUNT_JSON ?= {}
 compose-check:
 	@if docker compose version >/dev/null 2>&1; then docker compose config --quiet; \
 	elif command -v docker-compose >/dev/null 2>&1; then docker-compose config --quiet; \

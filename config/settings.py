@@ -123,8 +123,14 @@ if REDIS_URL:
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="cis"),
         }
     }
+    CACHES["shared"] = CACHES["default"]
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        # State every web and worker process must see alike (circuit breakers, rate limits):
+        # in the database when there is no Redis (`createcachetable` makes its table).
+        "shared": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cis_shared_cache"},
+    }
 
 # django-q2: `timeout` (a task's time limit) stays below `retry` (when an unacknowledged task is
 # handed out again), or a slow task would run twice at once. Retries of side effects are decided
@@ -254,6 +260,85 @@ else:
 # Seconds a webhook signature's timestamp may be old (Stripe's own default).
 STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)
 STRIPE_TIMEOUT_SECONDS = env.int("STRIPE_TIMEOUT_SECONDS", default=20)
+
+# --- Fan-out: the integrations ------------------------------------------------------------
+# Outside production every integration defaults to its local stand-in (started by `make run`).
+SENDGRID_API_BASE = env.str(
+    "SENDGRID_API_BASE", default="https://api.sendgrid.com" if PRODUCTION else "http://127.0.0.1:8425"
+)
+SENDGRID_FROM_EMAIL = env.str("SENDGRID_FROM_EMAIL", default="shop@example.com")
+SENDGRID_SANDBOX_MODE = env.bool("SENDGRID_SANDBOX_MODE", default=False)
+SHEETS_API_BASE = env.str(
+    "SHEETS_API_BASE", default="https://sheets.googleapis.com" if PRODUCTION else "http://127.0.0.1:8426"
+)
+SHEETS_SPREADSHEET_ID = env.str("SHEETS_SPREADSHEET_ID", default="demo-orders")
+SHEETS_WORKSHEET = env.str("SHEETS_WORKSHEET", default="Orders")
+# Google's limit is 60 write requests a minute per service account; stay under it.
+SHEETS_MAX_WRITES_PER_MINUTE = env.int("SHEETS_MAX_WRITES_PER_MINUTE", default=50)
+# New rows wait at most this long (or until SHEETS_BATCH_ROWS are due) to share one append.
+SHEETS_FLUSH_SECONDS = env.float("SHEETS_FLUSH_SECONDS", default=2.0)
+SHEETS_BATCH_ROWS = env.int("SHEETS_BATCH_ROWS", default=500)
+AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="" if PRODUCTION else "http://127.0.0.1:8427")
+AWS_REGION = env.str("AWS_REGION", default="us-east-1")
+SNS_TOPIC_NAME = env.str("SNS_TOPIC_NAME", default="cis-order-events")
+SNS_TOPIC_ARN = env.str("SNS_TOPIC_ARN", default="")
+SNS_FIFO = env.bool("SNS_FIFO", default=False)
+SNS_DEMO_QUEUE_NAME = env.str("SNS_DEMO_QUEUE_NAME", default="cis-order-events-demo")
+if PRODUCTION:
+    SENDGRID_API_KEY = env.str("SENDGRID_API_KEY")
+    GOOGLE_SERVICE_ACCOUNT_JSON = env.str("GOOGLE_SERVICE_ACCOUNT_JSON")
+    # Empty AWS keys: boto3's usual chain (instance role, ~/.aws, its own variables).
+    AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="")
+    AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="")
+else:
+    SENDGRID_API_KEY = env.str("SENDGRID_API_KEY", default="SG.local-sandbox-key")
+    # Empty: a throwaway key is made at run time whose token_uri is the Sheets stand-in's.
+    GOOGLE_SERVICE_ACCOUNT_JSON = env.str("GOOGLE_SERVICE_ACCOUNT_JSON", default="")
+    AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="testing")  # moto accepts any
+    AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="testing")
+
+# Each integration: its adapter (a dotted path), the order events it acts on, and its retry
+# policy (exponential backoff with full jitter: base and cap in seconds, attempts before `dead`).
+ORDER_EVENTS = [
+    "order.paid",
+    "order.payment_failed",
+    "order.refunded",
+    "order.partially_refunded",
+    "order.cancelled",
+]
+INTEGRATIONS = {
+    "email": {
+        "adapter": "integrations.adapters.sendgrid.SendGridAdapter",
+        "events": ORDER_EVENTS,
+        "retry": {"base": env.float("EMAIL_RETRY_BASE", default=1.0), "cap": 300.0, "max_attempts": 8},
+    },
+    "sheets": {
+        "adapter": "integrations.adapters.sheets.SheetsAdapter",
+        "events": ORDER_EVENTS,
+        "retry": {"base": env.float("SHEETS_RETRY_BASE", default=2.0), "cap": 600.0, "max_attempts": 10},
+        "max_calls_per_minute": SHEETS_MAX_WRITES_PER_MINUTE,
+        "flush_seconds": SHEETS_FLUSH_SECONDS,
+        "batch": SHEETS_BATCH_ROWS,
+    },
+    "sns": {
+        "adapter": "integrations.adapters.sns.SnsAdapter",
+        "events": ORDER_EVENTS,
+        "retry": {"base": env.float("SNS_RETRY_BASE", default=1.0), "cap": 300.0, "max_attempts": 8},
+    },
+}
+for _name in env.list("INTEGRATIONS_DISABLED", default=[]):
+    INTEGRATIONS.pop(_name, None)
+# Circuit breaker, per integration: opens after this many failures in a row, or when this share
+# of the calls in the window failed (with at least BREAKER_MIN_CALLS); probes after the cooldown.
+BREAKER_FAILURE_THRESHOLD = env.int("BREAKER_FAILURE_THRESHOLD", default=5)
+BREAKER_FAILURE_RATIO = env.float("BREAKER_FAILURE_RATIO", default=0.5)
+BREAKER_MIN_CALLS = env.int("BREAKER_MIN_CALLS", default=20)
+BREAKER_WINDOW_SECONDS = env.int("BREAKER_WINDOW_SECONDS", default=60)
+BREAKER_COOLDOWN_SECONDS = env.float("BREAKER_COOLDOWN_SECONDS", default=15.0)
+# A delivery claimed by a worker that has not finished after this long is taken back.
+DELIVERY_LEASE_SECONDS = env.int("DELIVERY_LEASE_SECONDS", default=120)
+# Called (a dotted path) after a transaction that wrote outbox entries commits.
+OUTBOX_COMMIT_HOOK = env.str("OUTBOX_COMMIT_HOOK", default="integrations.services.outbox_kick")
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -56,6 +56,19 @@ STOCK_HOLDING_STATUSES = frozenset({OrderStatus.PENDING_PAYMENT, OrderStatus.PAY
 CUSTOMER_EDITABLE_STATUSES = STOCK_HOLDING_STATUSES
 
 
+# Changes the world is told about (email, analytics sheet, notification): each writes an outbox
+# entry in the same atomic write as the change.
+NOTIFIED_STATUSES = frozenset(
+    {
+        OrderStatus.PAID,
+        OrderStatus.PAYMENT_FAILED,
+        OrderStatus.REFUNDED,
+        OrderStatus.PARTIALLY_REFUNDED,
+        OrderStatus.CANCELLED,
+    }
+)
+
+
 def can_transition(from_status: OrderStatus, to_status: OrderStatus) -> bool:
     return to_status in TRANSITIONS[from_status]
 
@@ -276,6 +289,34 @@ class Order:
         )
         self.pending_events.append(event)
         return event
+
+    def snapshot(self) -> dict[str, Any]:
+        """The order as plain JSON data, for outbox entries and whoever they reach."""
+        return {
+            "id": str(self.id),
+            "status": self.status.value,
+            "email": self.email,
+            "customer_id": self.customer_id,
+            "customer_name": self.shipping_address.name,
+            "currency": self.currency,
+            "subtotal_minor": self.subtotal_minor,
+            "shipping_minor": self.shipping_minor,
+            "total_minor": self.total_minor,
+            "lines": [
+                {
+                    "sku": line.sku,
+                    "name": line.name,
+                    "quantity": line.quantity,
+                    "unit_price_minor": line.unit_price_minor,
+                    "line_total_minor": line.line_total_minor,
+                }
+                for line in self.lines
+            ],
+            "shipping_address": self.shipping_address.as_dict(),
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "version": self.version,
+        }
 
     def transition_to(
         self, to_status: OrderStatus, *, actor: Actor | str, data: dict[str, Any] | None = None

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models import F
+from django.utils.module_loading import import_string
 
 from orders.domain import (
     CUSTOMER_EDITABLE_STATUSES,
+    NOTIFIED_STATUSES,
     STOCK_HOLDING_STATUSES,
     Actor,
     ConcurrentUpdate,
@@ -38,6 +42,8 @@ from orders.domain import (
 )
 from orders.models import Product
 from orders.repositories import OrderRepository
+
+logger = logging.getLogger(__name__)
 
 # How often a change is re-applied to a freshly read order when another writer got there first.
 CONCURRENT_UPDATE_ATTEMPTS = 5
@@ -246,7 +252,8 @@ def _apply(
     """Read the order, apply `change` and save it, re-reading when another writer got first.
 
     `change` returns False when there is nothing to store. Domain errors it raises go to the
-    caller with nothing written.
+    caller with nothing written. Status changes the world hears about get their outbox entries
+    in the same atomic write, and the outbox hook runs once the transaction has committed.
     """
     for attempt in range(1, CONCURRENT_UPDATE_ATTEMPTS + 1):
         order = repository.get(order_id)
@@ -254,13 +261,56 @@ def _apply(
             with transaction.atomic():
                 if not change(order):
                     return order
-                messages = outbox(order) if outbox else ()
+                messages = [*_notifications(order), *(outbox(order) if outbox else ())]
                 repository.save(order, outbox=messages)
+                if messages:
+                    transaction.on_commit(partial(_outbox_committed, [order.id]))
                 return order
         except ConcurrentUpdate:
             if attempt == CONCURRENT_UPDATE_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _notifications(order: Order) -> list[OutboxMessage]:
+    """One outbox entry per pending status change that the world is told about.
+
+    The entry names the order version the save is about to store, so (order, event, version)
+    identifies it however often it is relayed.
+    """
+    version = order.version + 1
+    return [
+        OutboxMessage(
+            order_id=order.id,
+            event_type=f"order.{event.to_status}",
+            order_version=version,
+            payload={
+                "order": order.snapshot() | {"version": version},
+                "event": {
+                    "from_status": event.from_status.value if event.from_status else None,
+                    "to_status": event.to_status.value,
+                    "actor": event.actor,
+                    "at": event.created_at.isoformat(),
+                    "data": event.data,
+                },
+            },
+            created_at=event.created_at,
+        )
+        for event in order.pending_events
+        if event.type == EventType.STATUS_CHANGED and event.to_status in NOTIFIED_STATUSES
+    ]
+
+
+def _outbox_committed(order_ids: list[uuid.UUID]) -> None:
+    """Tell the fan-out (settings.OUTBOX_COMMIT_HOOK) that outbox entries are committed.
+
+    Only a nudge for speed: entries it misses are picked up by the relay's sweep, so a failure
+    here is logged and never reaches the caller.
+    """
+    try:
+        import_string(settings.OUTBOX_COMMIT_HOOK)(order_ids)
+    except Exception:
+        logger.exception("The outbox hook failed for orders %s; the sweep will relay them", order_ids)
 
 
 def _merge_lines(lines: Sequence[LineRequest]) -> list[LineRequest]:

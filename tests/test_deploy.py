@@ -68,6 +68,8 @@ REQUIRED_IN_PRODUCTION = (
     "STRIPE_SECRET_KEY",
     "STRIPE_PUBLISHABLE_KEY",
     "STRIPE_WEBHOOK_SECRET",
+    "SENDGRID_API_KEY",
+    "GOOGLE_SERVICE_ACCOUNT_JSON",
 )
 
 
@@ -86,6 +88,8 @@ def production_environment(**overrides: str) -> dict[str, str]:
         STRIPE_SECRET_KEY="sk_test_" + random_secret_key(24),
         STRIPE_PUBLISHABLE_KEY="pk_test_" + random_secret_key(24),
         STRIPE_WEBHOOK_SECRET="whsec_" + random_secret_key(24),
+        SENDGRID_API_KEY="SG." + random_secret_key(24),
+        GOOGLE_SERVICE_ACCOUNT_JSON='{"type": "service_account"}',
         PYTHONWARNINGS="default",
     )
     env.update(overrides)

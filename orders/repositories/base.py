@@ -51,6 +51,14 @@ class OrderRepository(Protocol):
     def outbox(self, order_id: uuid.UUID) -> list[OutboxMessage]:
         """The outbox entries written with the order's changes, oldest first."""
 
+    def outbox_pending(
+        self, *, limit: int, order_ids: Sequence[uuid.UUID] | None = None
+    ) -> list[OutboxMessage]:
+        """Entries not yet relayed, oldest first (only these orders' with `order_ids`)."""
+
+    def outbox_mark_relayed(self, message_ids: Sequence[uuid.UUID]) -> None:
+        """Mark entries relayed; marking one twice is harmless."""
+
 
 @cache
 def _load(path: str) -> OrderRepository:

@@ -22,6 +22,7 @@ from orders.domain import (
     OrderStatus,
     OutboxMessage,
     ShippingAddress,
+    utcnow,
 )
 from orders.repositories.base import decode_cursor, encode_cursor
 
@@ -125,18 +126,24 @@ class DjangoOrderRepository:
 
     def outbox(self, order_id: uuid.UUID) -> list[OutboxMessage]:
         return [
-            OutboxMessage(
-                id=row.id,
-                order_id=row.order_id,
-                event_type=row.event_type,
-                order_version=row.order_version,
-                payload=row.payload,
-                created_at=row.created_at,
-            )
+            self._outbox_message(row)
             for row in models.OutboxEntry.objects.filter(order_id=order_id).order_by(
                 "created_at", "order_version"
             )
         ]
+
+    def outbox_pending(
+        self, *, limit: int, order_ids: Sequence[uuid.UUID] | None = None
+    ) -> list[OutboxMessage]:
+        rows = models.OutboxEntry.objects.filter(relayed_at__isnull=True)
+        if order_ids is not None:
+            rows = rows.filter(order_id__in=order_ids)
+        return [self._outbox_message(row) for row in rows.order_by("created_at", "order_version")[:limit]]
+
+    def outbox_mark_relayed(self, message_ids: Sequence[uuid.UUID]) -> None:
+        models.OutboxEntry.objects.filter(id__in=message_ids, relayed_at__isnull=True).update(
+            relayed_at=utcnow()
+        )
 
     # --- mapping ----------------------------------------------------------------------------
     @staticmethod
@@ -185,6 +192,17 @@ class DjangoOrderRepository:
                 created_at=message.created_at,
             )
             for message in outbox
+        )
+
+    @staticmethod
+    def _outbox_message(row: models.OutboxEntry) -> OutboxMessage:
+        return OutboxMessage(
+            id=row.id,
+            order_id=row.order_id,
+            event_type=row.event_type,
+            order_version=row.order_version,
+            payload=row.payload,
+            created_at=row.created_at,
         )
 
     @staticmethod

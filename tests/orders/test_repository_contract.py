@@ -301,3 +301,26 @@ def test_a_tampered_or_foreign_cursor_is_refused(
         repo.list(OrderQuery(customer_id=cid[0], limit=1, cursor=cursor[:-2] + "xx"))
     with pytest.raises(OrderValidationError):  # a cursor of one customer's list on another's
         repo.list(OrderQuery(customer_id=cid[1], limit=1, cursor=cursor))
+
+
+def test_pending_outbox_is_read_oldest_first_and_marked_relayed(
+    repo: OrderRepository, new_order: Callable[..., Order]
+) -> None:
+    first, second = new_order(), new_order()
+    early = outbox_for(first, "order.early")
+    repo.add(first, outbox=[early])
+    late = OutboxMessage(
+        order_id=second.id,
+        event_type="order.late",
+        order_version=1,
+        payload={},
+        created_at=utcnow() + timedelta(seconds=1),
+    )
+    repo.add(second, outbox=[late])
+    assert [m.id for m in repo.outbox_pending(limit=10)] == [early.id, late.id]
+    assert [m.id for m in repo.outbox_pending(limit=1)] == [early.id]
+    assert [m.id for m in repo.outbox_pending(limit=10, order_ids=[second.id])] == [late.id]
+    repo.outbox_mark_relayed([early.id])
+    repo.outbox_mark_relayed([early.id])  # twice is harmless
+    assert [m.id for m in repo.outbox_pending(limit=10)] == [late.id]
+    assert [m.id for m in repo.outbox(first.id)] == [early.id]  # still part of the order's history

@@ -1,0 +1,82 @@
+"""The delivery ledger: one row per side effect, from relay to success or dead letter."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    IN_FLIGHT = "in_flight", "In flight"
+    SUCCEEDED = "succeeded", "Succeeded"
+    RETRYING = "retrying", "Retrying"
+    DEAD = "dead", "Dead"
+
+
+# States a dispatcher may claim a delivery from (once its next attempt is due).
+CLAIMABLE_STATES = (DeliveryState.PENDING, DeliveryState.RETRYING)
+
+
+class Delivery(models.Model):
+    """One side effect: `event_type` of one order version to one integration.
+
+    `idempotency_key` (integration, order, event, order version; plus a resend number for a
+    resend staff asked for) is unique, so relaying an outbox entry again creates nothing new,
+    and the same key travels with every attempt to the provider.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    integration = models.CharField(max_length=32)
+    order_id = models.UUIDField(db_index=True)
+    event_type = models.CharField(max_length=64)
+    order_version = models.PositiveIntegerField()
+    outbox_id = models.UUIDField(null=True, blank=True, help_text="The outbox entry it was relayed from.")
+    payload = models.JSONField()
+    state = models.CharField(max_length=16, choices=DeliveryState.choices, default=DeliveryState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    last_error_class = models.CharField(max_length=200, blank=True)
+    last_error_message = models.TextField(blank=True)
+    last_provider_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    external_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    succeeded_at = models.DateTimeField(null=True, blank=True)
+    dead_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "deliveries"
+        indexes = [
+            models.Index(fields=["integration", "state", "next_attempt_at"], name="delivery_due"),
+            models.Index(fields=["state", "lease_expires_at"], name="delivery_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.integration} {self.event_type} of {self.order_id} v{self.order_version} ({self.state})"
+
+
+class CircuitState(models.TextChoices):
+    CLOSED = "closed", "Closed"
+    OPEN = "open", "Open"
+    HALF_OPEN = "half_open", "Half-open"
+
+
+class CircuitEvent(models.Model):
+    """A circuit breaker changing state, kept so operators can see when and why."""
+
+    integration = models.CharField(max_length=32, db_index=True)
+    from_state = models.CharField(max_length=16, choices=CircuitState.choices)
+    to_state = models.CharField(max_length=16, choices=CircuitState.choices)
+    reason = models.CharField(max_length=300)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.integration}: {self.from_state} → {self.to_state}"

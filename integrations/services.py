@@ -1,0 +1,425 @@
+"""The fan-out: outbox entries become deliveries, deliveries reach their integrations.
+
+- `outbox_relay` turns committed outbox entries into ledger rows (one per integration that acts
+  on the event), unique on their idempotency key, then asks for dispatch.
+- `deliveries_dispatch` claims due deliveries of one integration (a lease, an attempt), calls
+  its adapter in batches, and records each outcome: success with the external id; a transient
+  failure retried with backoff and full jitter until the attempts run out; a permanent one dead
+  at once. A circuit breaker, a rate limit and a provider's "slow down" make deliveries wait
+  without spending attempts.
+- `deliveries_sweep` is the safety net: it relays what the commit hook missed, takes back
+  deliveries whose worker died (expired lease) and asks for dispatch of what is due.
+
+The django-q2 tasks in `integrations.tasks` only call these. The broker never decides a retry:
+the ledger does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from integrations.adapters.base import DeliveryError, DeliveryOutcome, DeliveryRequest, IntegrationAdapter
+from integrations.models import CLAIMABLE_STATES, Delivery, DeliveryState
+from integrations.resilience import CircuitBreaker, Pause, RateLimiter, backoff_seconds, shared_cache
+from orders.domain import Actor, OrderError
+from orders.repositories import OrderRepository, get_order_repository
+
+logger = logging.getLogger(__name__)
+_pause = threading.Event()
+
+RELAY_BATCH = 500
+# A dispatch task stops claiming after this long, leaving the rest to the next one.
+DISPATCH_BUDGET_SECONDS = 20.0
+
+
+class DeliveryNotRetryable(OrderError):
+    pass
+
+
+# --- configuration --------------------------------------------------------------------------
+def integration_names() -> list[str]:
+    return list(settings.INTEGRATIONS)
+
+
+def integration_config(name: str) -> dict[str, Any]:
+    return settings.INTEGRATIONS[name]
+
+
+@cache
+def _adapter(path: str) -> IntegrationAdapter:
+    return import_string(path)()
+
+
+def get_adapter(name: str) -> IntegrationAdapter:
+    return _adapter(integration_config(name)["adapter"])
+
+
+def delivery_key(*, integration: str, order_id: uuid.UUID, event_type: str, order_version: int) -> str:
+    return f"{integration}:{order_id}:{event_type}:v{order_version}"
+
+
+# --- relay ----------------------------------------------------------------------------------
+def outbox_relay(
+    *,
+    order_ids: Sequence[uuid.UUID] | None = None,
+    limit: int = RELAY_BATCH,
+    repository: OrderRepository | None = None,
+    dispatch: bool = True,
+) -> int:
+    """Turn pending outbox entries into deliveries; returns how many deliveries were created.
+
+    Creating them is idempotent (unique idempotency keys) and marking the entries relayed comes
+    after, so a relay that dies between the two, or two relays at once, deliver nothing twice.
+    """
+    repository = repository or get_order_repository()
+    created = 0
+    touched: set[str] = set()
+    while True:
+        messages = repository.outbox_pending(limit=limit, order_ids=order_ids)
+        if not messages:
+            break
+        now = timezone.now()
+        rows = [
+            Delivery(
+                idempotency_key=delivery_key(
+                    integration=name,
+                    order_id=message.order_id,
+                    event_type=message.event_type,
+                    order_version=message.order_version,
+                ),
+                integration=name,
+                order_id=message.order_id,
+                event_type=message.event_type,
+                order_version=message.order_version,
+                outbox_id=message.id,
+                payload=message.payload,
+                next_attempt_at=now,
+            )
+            for message in messages
+            for name, config in settings.INTEGRATIONS.items()
+            if message.event_type in config["events"]
+        ]
+        with transaction.atomic():
+            keys = [row.idempotency_key for row in rows]
+            existing = set(
+                Delivery.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True)
+            )
+            new = [row for row in rows if row.idempotency_key not in existing]
+            Delivery.objects.bulk_create(new, ignore_conflicts=True)
+            repository.outbox_mark_relayed([message.id for message in messages])
+        created += len(new)
+        touched |= {row.integration for row in new}
+        if len(messages) < limit:
+            break
+    if dispatch and touched:
+        transaction.on_commit(lambda: request_dispatch(sorted(touched)))
+    return created
+
+
+def outbox_kick(order_ids: Sequence[uuid.UUID]) -> None:
+    """The outbox commit hook: relay these orders' entries now rather than at the next sweep."""
+    outbox_relay(order_ids=order_ids)
+
+
+def request_dispatch(integrations: Sequence[str]) -> None:
+    """Queue one dispatch task per integration, unless one is queued and not started yet."""
+    from django_q.tasks import async_task
+
+    for name in integrations:
+        if shared_cache().add(f"dispatch-queued:{name}", 1, timeout=30):
+            try:
+                async_task("integrations.tasks.dispatch", name, task_name=f"dispatch {name}", group="fanout")
+            except Exception:
+                shared_cache().delete(f"dispatch-queued:{name}")
+                logger.exception("Could not queue dispatch of %s; the sweep will", name)
+
+
+# --- dispatch -------------------------------------------------------------------------------
+@dataclass
+class DispatchReport:
+    integration: str
+    calls: int = 0
+    succeeded: int = 0
+    retrying: int = 0
+    dead: int = 0
+    waited_for: str = ""  # why it stopped early: "circuit open", "rate limit", "paused"
+    outcomes: list[DeliveryOutcome] = field(default_factory=list)
+
+
+def deliveries_dispatch(
+    *,
+    integration: str,
+    adapter: IntegrationAdapter | None = None,
+    budget_seconds: float = DISPATCH_BUDGET_SECONDS,
+) -> DispatchReport:
+    """Deliver what is due for `integration` until nothing is due or the budget is spent."""
+    shared_cache().delete(f"dispatch-queued:{integration}")  # new work now queues a new task
+    adapter = adapter or get_adapter(integration)
+    config = integration_config(integration)
+    breaker = CircuitBreaker(integration)
+    limiter = (
+        RateLimiter(integration, config["max_calls_per_minute"])
+        if config.get("max_calls_per_minute")
+        else None
+    )
+    report = DispatchReport(integration=integration)
+    deadline = time.monotonic() + budget_seconds
+    while time.monotonic() < deadline:
+        if Pause(integration).remaining() > 0:
+            report.waited_for = "paused"
+            break
+        if not _due_enough(integration, config):
+            break
+        mode = breaker.allow()
+        if mode == "open":
+            report.waited_for = "circuit open"
+            break
+        if limiter is not None:
+            wait = limiter.reserve()
+            if wait > 0:
+                if time.monotonic() + wait > deadline:
+                    report.waited_for = "rate limit"
+                    break
+                _pause.wait(wait)
+                continue
+        size = 1 if mode == "probe" else min(adapter.max_batch, config.get("batch", adapter.max_batch))
+        claimed = _claim(integration, size)
+        if not claimed:
+            break
+        _deliver(adapter, claimed, breaker, report)
+    return report
+
+
+def _due_enough(integration: str, config: dict[str, Any]) -> bool:
+    """Is anything due? For a batching integration (flush_seconds), wait until a full batch is
+    due or the oldest due delivery has waited flush_seconds."""
+    due = Delivery.objects.filter(
+        integration=integration, state__in=CLAIMABLE_STATES, next_attempt_at__lte=timezone.now()
+    )
+    flush = config.get("flush_seconds")
+    if not flush:
+        return due.exists()
+    summary = due.aggregate(count=Count("id"), oldest=Min("next_attempt_at"))
+    if not summary["count"]:
+        return False
+    if summary["count"] >= config.get("batch", 1):
+        return True
+    wait = (summary["oldest"] + timedelta(seconds=flush) - timezone.now()).total_seconds()
+    if wait > 0:
+        _pause.wait(wait)
+    return True
+
+
+def _claim(integration: str, size: int) -> list[Delivery]:
+    """Take up to `size` due deliveries: in flight under a lease, one more attempt spent."""
+    now = timezone.now()
+    with transaction.atomic():
+        due = Delivery.objects.filter(
+            integration=integration, state__in=CLAIMABLE_STATES, next_attempt_at__lte=now
+        ).order_by("next_attempt_at", "created_at")
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True)
+        claimed = list(due[:size])
+        if not claimed:
+            return []
+        lease = now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
+        for delivery in claimed:
+            delivery.state = DeliveryState.IN_FLIGHT
+            delivery.attempts += 1
+            delivery.lease_expires_at = lease
+        Delivery.objects.bulk_update(claimed, ["state", "attempts", "lease_expires_at", "updated_at"])
+    return claimed
+
+
+def _deliver(
+    adapter: IntegrationAdapter, claimed: list[Delivery], breaker: CircuitBreaker, report: DispatchReport
+) -> None:
+    requests = [
+        DeliveryRequest(
+            delivery_id=d.id,
+            idempotency_key=d.idempotency_key,
+            event_type=d.event_type,
+            order_id=d.order_id,
+            order_version=d.order_version,
+            payload=d.payload,
+            attempt=d.attempts,
+        )
+        for d in claimed
+    ]
+    report.calls += 1
+    try:
+        outcomes = {o.delivery_id: o for o in adapter.deliver(requests)}
+    except Exception as exc:
+        logger.exception("%s adapter failed a whole batch", adapter.name)
+        error = DeliveryError(transient=True, error_class=type(exc).__name__, message=str(exc)[:1000])
+        outcomes = {}
+    else:
+        error = DeliveryError(
+            transient=True, error_class="MissingOutcome", message="the adapter said nothing of it"
+        )
+    results = [outcomes.get(d.id) or DeliveryOutcome(delivery_id=d.id, error=error) for d in claimed]
+    transient = [o for o in results if o.error is not None and o.error.transient]
+    breaker.record(
+        failed=bool(transient) and len(transient) == len(results),
+        reason=transient[0].error.message if transient else "",  # type: ignore[union-attr]
+    )
+    backoff = max((o.backoff_seconds for o in results), default=0.0)
+    if backoff:
+        Pause(adapter.name).extend(backoff)
+    _record(claimed, results, report)
+
+
+def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: DispatchReport) -> None:
+    by_id = {o.delivery_id: o for o in results}
+    now = timezone.now()
+    for delivery in claimed:
+        outcome = by_id[delivery.id]
+        retry = integration_config(delivery.integration)["retry"]
+        delivery.lease_expires_at = None
+        if outcome.ok:
+            delivery.state = DeliveryState.SUCCEEDED
+            delivery.external_id = outcome.external_id[:255]
+            delivery.succeeded_at = now
+            report.succeeded += 1
+            continue
+        error = outcome.error
+        assert error is not None  # noqa: S101 - not ok means an error
+        delivery.last_error_class = error.error_class[:200]
+        delivery.last_error_message = error.message
+        delivery.last_provider_status = error.provider_status
+        if not error.transient:
+            delivery.state, delivery.dead_at = DeliveryState.DEAD, now
+            delivery.last_error_message = f"Permanent failure, not retried: {error.message}"
+            report.dead += 1
+        elif delivery.attempts >= retry["max_attempts"]:
+            delivery.state, delivery.dead_at = DeliveryState.DEAD, now
+            delivery.last_error_message = f"Gave up after {delivery.attempts} attempts: {error.message}"
+            report.dead += 1
+        else:
+            delivery.state = DeliveryState.RETRYING
+            wait = max(
+                outcome.backoff_seconds,
+                backoff_seconds(delivery.attempts, base=retry["base"], cap=retry["cap"]),
+            )
+            delivery.next_attempt_at = now + timedelta(seconds=wait)
+            report.retrying += 1
+    Delivery.objects.bulk_update(
+        claimed,
+        [
+            "state",
+            "external_id",
+            "succeeded_at",
+            "dead_at",
+            "lease_expires_at",
+            "last_error_class",
+            "last_error_message",
+            "last_provider_status",
+            "next_attempt_at",
+            "updated_at",
+        ],
+    )
+    report.outcomes.extend(results)
+
+
+# --- sweep, retry, resend ---------------------------------------------------------------------
+@dataclass
+class SweepReport:
+    relayed: int
+    leases_taken_back: int
+    dispatch_requested: list[str]
+
+
+def deliveries_sweep(*, repository: OrderRepository | None = None) -> SweepReport:
+    """Relay what the commit hook missed, take back deliveries whose worker died, and ask for
+    dispatch of every integration with something due (or waiting on a circuit or a pause)."""
+    relayed = outbox_relay(repository=repository, dispatch=False)
+    now = timezone.now()
+    taken_back = Delivery.objects.filter(state=DeliveryState.IN_FLIGHT, lease_expires_at__lt=now).update(
+        state=DeliveryState.RETRYING, next_attempt_at=now, lease_expires_at=None, updated_at=now
+    )
+    if taken_back:
+        logger.warning("Took back %s deliveries whose worker stopped mid-flight", taken_back)
+    due = sorted(
+        set(
+            Delivery.objects.filter(state__in=CLAIMABLE_STATES, next_attempt_at__lte=now)
+            .values_list("integration", flat=True)
+            .distinct()
+        )
+    )
+    if due:
+        request_dispatch(due)
+    return SweepReport(relayed=relayed, leases_taken_back=taken_back, dispatch_requested=due)
+
+
+def delivery_retry(*, delivery_id: uuid.UUID, actor: Actor) -> Delivery:
+    """Send a dead (or retrying) delivery again now, with a fresh set of attempts."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(id=delivery_id)
+        if delivery.state not in {DeliveryState.DEAD, DeliveryState.RETRYING}:
+            raise DeliveryNotRetryable(f"A delivery that is {delivery.state} is not retried.")
+        delivery.state = DeliveryState.PENDING
+        delivery.attempts = 0
+        delivery.next_attempt_at = timezone.now()
+        delivery.dead_at = None
+        delivery.save()
+        logger.info("%s asked to retry delivery %s", actor, delivery.id)
+        transaction.on_commit(lambda: request_dispatch([delivery.integration]))
+    return delivery
+
+
+def deliveries_retry_matching(
+    *, actor: Actor, integration: str | None = None, error_contains: str = ""
+) -> int:
+    """Retry every dead delivery (of one integration, whose last error contains a text)."""
+    dead = Delivery.objects.filter(state=DeliveryState.DEAD)
+    if integration:
+        dead = dead.filter(integration=integration)
+    if error_contains:
+        dead = dead.filter(
+            Q(last_error_message__icontains=error_contains) | Q(last_error_class__icontains=error_contains)
+        )
+    count = 0
+    for delivery_id in dead.values_list("id", flat=True):
+        delivery_retry(delivery_id=delivery_id, actor=actor)
+        count += 1
+    return count
+
+
+def delivery_resend_email(*, order_id: uuid.UUID, actor: Actor) -> Delivery:
+    """Send the order's confirmation email again: a new delivery with a key of its own."""
+    original = (
+        Delivery.objects.filter(order_id=order_id, integration="email", event_type="order.paid")
+        .order_by("created_at")
+        .first()
+    )
+    if original is None:
+        raise DeliveryNotRetryable("This order has no confirmation email to send again.")
+    resends = Delivery.objects.filter(
+        idempotency_key__startswith=f"{original.idempotency_key}:resend-"
+    ).count()
+    delivery = Delivery.objects.create(
+        idempotency_key=f"{original.idempotency_key}:resend-{resends + 1}",
+        integration="email",
+        order_id=order_id,
+        event_type=original.event_type,
+        order_version=original.order_version,
+        outbox_id=original.outbox_id,
+        payload=original.payload | {"resent_by": str(actor)},
+        next_attempt_at=timezone.now(),
+    )
+    transaction.on_commit(lambda: request_dispatch(["email"]))
+    return delivery
