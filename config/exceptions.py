@@ -16,6 +16,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from integrations.services import DeliveryNotRetryable
 from orders import domain
 from payments import services as payments
 from payments.gateways.base import GatewayError, GatewayRequestRefused
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 # Domain errors and the HTTP status and code each becomes; the first match wins.
 DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (DeliveryNotRetryable, status.HTTP_409_CONFLICT, "not_retryable"),
     (payments.RefundRefused, status.HTTP_400_BAD_REQUEST, "invalid"),
     (payments.PaymentNotAllowed, status.HTTP_409_CONFLICT, "payment_not_allowed"),
     (payments.PaymentInProgress, status.HTTP_409_CONFLICT, "payment_in_progress"),

@@ -12,6 +12,7 @@ from payments.webhooks import stripe_webhook
 api_patterns = [
     path("", include("orders.api_urls")),
     path("payments/", include("payments.api_urls")),
+    path("integrations/", include("integrations.api_urls")),
     path("monitoring/", include("monitoring.api_urls")),
     path("auth/token", TokenObtainPairView.as_view(), name="token_obtain_pair"),
     path("auth/token/refresh", TokenRefreshView.as_view(), name="token_refresh"),

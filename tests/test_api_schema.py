@@ -22,6 +22,8 @@ ENDPOINTS = {
     "/api/payments/confirm": {"post"},
     "/api/payments/refund": {"post"},
     "/api/payments/{payment_id}": {"get"},
+    "/api/integrations/deliveries": {"get"},
+    "/api/integrations/deliveries/{delivery_id}/retry": {"post"},
     "/api/monitoring/health": {"get"},
 }
 
