@@ -1,0 +1,113 @@
+"""Fixtures for the integration tests: the stand-in servers, one block per destination."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+# --- AWS (moto) -------------------------------------------------------------------------------
+# One moto server per test session on a free port; each test starts from empty state with the
+# topic and the demo queue created by `aws_setup` (integrations/aws.py).
+
+
+@pytest.fixture(scope="session")
+def moto_server_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_sandbox(moto_server_url: str, settings: Any) -> dict[str, Any]:
+    """Settings pointed at the moto server, wiped, with the standard topic and its demo queue."""
+    import requests
+
+    from integrations.aws import aws_setup
+
+    requests.post(f"{moto_server_url}/moto-api/reset", timeout=5).raise_for_status()
+    settings.AWS_ENDPOINT_URL = moto_server_url
+    settings.AWS_REGION = "us-east-1"
+    settings.AWS_ACCESS_KEY_ID = "testing"
+    settings.AWS_SECRET_ACCESS_KEY = "testing"
+    settings.SNS_TOPIC_NAME = "cis-order-events"
+    settings.SNS_TOPIC_ARN = ""
+    settings.SNS_FIFO = False
+    settings.SNS_DEMO_QUEUE_NAME = "cis-order-events-demo"
+    return aws_setup(demo_queue=True)
+
+
+# --- end AWS ----------------------------------------------------------------------------------
+
+
+# --- SendGrid (integrations/sandbox/sendgrid_server.py) ---------------------------------------
+# One sandbox per test session on a free port; each test gets it emptied (messages, counters,
+# faults) with the SENDGRID_* settings pointed at it.
+
+SENDGRID_TEST_KEY = "SG.test-suite-key"
+
+
+@pytest.fixture(scope="session")
+def sendgrid_sandbox_server() -> Iterator[Any]:
+    from integrations.sandbox.sendgrid_server import SendGridSandbox
+
+    sandbox = SendGridSandbox(api_key=SENDGRID_TEST_KEY)
+    sandbox.start()
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture
+def sendgrid_sandbox(sendgrid_sandbox_server: Any, settings: Any) -> Any:
+    """The SendGrid stand-in (a `SendGridSandbox`), emptied, with the app's settings pointed at it."""
+    sendgrid_sandbox_server.reset()
+    settings.SENDGRID_API_BASE = sendgrid_sandbox_server.url
+    settings.SENDGRID_API_KEY = SENDGRID_TEST_KEY
+    settings.SENDGRID_FROM_EMAIL = "shop@example.com"
+    settings.SENDGRID_SANDBOX_MODE = False
+    return sendgrid_sandbox_server
+
+
+# --- end SendGrid -----------------------------------------------------------------------------
+
+
+# --- Sheets (integrations/sandbox/sheets_server.py) -------------------------------------------
+# One Google Sheets sandbox per test session on a free port; each test gets it emptied
+# (spreadsheets, counters, faults), the adapter's cached clients dropped, and the SHEETS_*
+# settings pointed at it (with the throwaway service account key made at run time).
+
+SHEETS_TEST_SPREADSHEET = "test-orders"
+
+
+@pytest.fixture(scope="session")
+def sheets_sandbox_server() -> Iterator[Any]:
+    from integrations.adapters.sheets import HEADER
+    from integrations.sandbox.sheets_server import SheetsSandbox
+
+    sandbox = SheetsSandbox(port=0, worksheet="Orders", header=HEADER)
+    sandbox.start()
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture
+def sheets_sandbox(sheets_sandbox_server: Any, settings: Any) -> Iterator[Any]:
+    """The Sheets stand-in (a `SheetsSandbox`), emptied, with the app's settings pointed at it."""
+    from integrations.adapters.sheets import forget_connections
+
+    sheets_sandbox_server.reset()
+    forget_connections()
+    settings.SHEETS_API_BASE = sheets_sandbox_server.url
+    settings.SHEETS_SPREADSHEET_ID = SHEETS_TEST_SPREADSHEET
+    settings.SHEETS_WORKSHEET = "Orders"
+    settings.GOOGLE_SERVICE_ACCOUNT_JSON = ""
+    yield sheets_sandbox_server
+    forget_connections()
+
+
+# --- end Sheets -------------------------------------------------------------------------------
