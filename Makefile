@@ -38,6 +38,8 @@ run: seed
 	@echo "  Payments:  Stripe stand-in (localstripe) on $(or $(STRIPE_API_BASE),http://127.0.0.1:8420), webhooks to this app"
 	@echo "             test card 4242 4242 4242 4242 pays, 4000 0000 0000 0341 is declined"
 	@echo "             (any future expiry such as 12 / 34, any CVC and postal code)"
+	@echo "  Fan-out:   email inbox http://127.0.0.1:8425/   analytics sheet http://127.0.0.1:8426/"
+	@echo "             SNS (moto) http://127.0.0.1:8427/ with the demo queue cis-order-events-demo"
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 

@@ -317,8 +317,12 @@ INTEGRATIONS = {
         "events": ORDER_EVENTS,
         "retry": {"base": env.float("SHEETS_RETRY_BASE", default=2.0), "cap": 600.0, "max_attempts": 10},
         "max_calls_per_minute": SHEETS_MAX_WRITES_PER_MINUTE,
+        # One batch is at most two write calls (append new rows, update known ones).
+        "calls_per_batch": 2,
         "flush_seconds": SHEETS_FLUSH_SECONDS,
         "batch": SHEETS_BATCH_ROWS,
+        # Sheets cannot append idempotently: one dispatcher at a time, so no row is added twice.
+        "exclusive": True,
     },
     "sns": {
         "adapter": "integrations.adapters.sns.SnsAdapter",

@@ -157,15 +157,28 @@ class RateLimiter:
         self.key = f"ratelimit:{integration}"
         self.interval = 60.0 / per_minute
 
-    def reserve(self) -> float:
-        """Take the next slot if it is free now (returns 0), else say how many seconds to wait."""
+    def reserve(self, cost: int = 1) -> float:
+        """Take `cost` slots if they are free now (returns 0), else say how many seconds to wait."""
         now = time.time()
         with _locked(self.key):
             next_free = shared_cache().get(self.key) or 0.0
             if next_free > now:
                 return next_free - now
-            shared_cache().set(self.key, now + self.interval, timeout=3600)
+            shared_cache().set(self.key, now + self.interval * cost, timeout=3600)
             return 0.0
+
+
+@contextmanager
+def exclusive(name: str, *, seconds: float) -> Iterator[bool]:
+    """Yields True to the one process holding `name` (for up to `seconds`), False to others."""
+    cache = shared_cache()
+    token = uuid.uuid4().hex
+    held = cache.add(f"exclusive:{name}", token, timeout=int(seconds) + 1)
+    try:
+        yield held
+    finally:
+        if held and cache.get(f"exclusive:{name}") == token:
+            cache.delete(f"exclusive:{name}")
 
 
 class Pause:

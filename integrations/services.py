@@ -34,7 +34,14 @@ from django.utils.module_loading import import_string
 
 from integrations.adapters.base import DeliveryError, DeliveryOutcome, DeliveryRequest, IntegrationAdapter
 from integrations.models import CLAIMABLE_STATES, Delivery, DeliveryState
-from integrations.resilience import CircuitBreaker, Pause, RateLimiter, backoff_seconds, shared_cache
+from integrations.resilience import (
+    CircuitBreaker,
+    Pause,
+    RateLimiter,
+    backoff_seconds,
+    exclusive,
+    shared_cache,
+)
 from orders.domain import Actor, OrderError
 from orders.repositories import OrderRepository, get_order_repository
 
@@ -177,6 +184,29 @@ def deliveries_dispatch(
         else None
     )
     report = DispatchReport(integration=integration)
+    if not config.get("exclusive"):
+        _dispatch_loop(integration, adapter, config, breaker, limiter, report, budget_seconds)
+        return report
+    # One dispatcher at a time (Sheets has no idempotent append: two at once could both add a row).
+    with exclusive(
+        f"dispatch:{integration}", seconds=budget_seconds + settings.DELIVERY_LEASE_SECONDS
+    ) as held:
+        if held:
+            _dispatch_loop(integration, adapter, config, breaker, limiter, report, budget_seconds)
+        else:
+            report.waited_for = "another dispatcher"
+    return report
+
+
+def _dispatch_loop(
+    integration: str,
+    adapter: IntegrationAdapter,
+    config: dict[str, Any],
+    breaker: CircuitBreaker,
+    limiter: RateLimiter | None,
+    report: DispatchReport,
+    budget_seconds: float,
+) -> None:
     deadline = time.monotonic() + budget_seconds
     while time.monotonic() < deadline:
         if Pause(integration).remaining() > 0:
@@ -189,7 +219,7 @@ def deliveries_dispatch(
             report.waited_for = "circuit open"
             break
         if limiter is not None:
-            wait = limiter.reserve()
+            wait = limiter.reserve(cost=config.get("calls_per_batch", 1))
             if wait > 0:
                 if time.monotonic() + wait > deadline:
                     report.waited_for = "rate limit"
@@ -201,7 +231,6 @@ def deliveries_dispatch(
         if not claimed:
             break
         _deliver(adapter, claimed, breaker, report)
-    return report
 
 
 def _due_enough(integration: str, config: dict[str, Any]) -> bool:

@@ -197,13 +197,14 @@ def test_compose_runs_the_procfile_commands() -> None:
     procfile = procfile_commands()
     assert compose_command("web") == procfile["web"]
     assert compose_command("worker") == procfile["worker"]
+    assert compose_command("sweeper") == procfile["sweeper"]
     assert compose_command("migrate") == "python manage.py migrate --noinput"
 
 
 def test_compose_starts_web_and_worker_after_migrations_and_healthy_backends() -> None:
     services = compose()["services"]
     assert "version" not in compose()
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "sweeper"):
         depends_on = services[name]["depends_on"]
         assert depends_on["migrate"] == {"condition": "service_completed_successfully"}, name
         assert depends_on["postgres"] == {"condition": "service_healthy"}, name

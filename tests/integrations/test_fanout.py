@@ -320,3 +320,23 @@ class TestSweepRetryResend:
         fake = FakeAdapter(name="email")
         services.deliveries_dispatch(integration="email", adapter=fake)
         assert sorted(r.idempotency_key[-9:] for r in fake.delivered) == [":resend-1", ":resend-2"]
+
+
+def test_a_batch_costing_two_calls_takes_two_slots() -> None:
+    limiter = RateLimiter("sheets", per_minute=60)
+    assert limiter.reserve(cost=2) == 0.0
+    assert 1.9 < limiter.reserve() <= 2.0
+
+
+def test_an_exclusive_integration_has_one_dispatcher_at_a_time(paid: Order) -> None:
+    from integrations.resilience import exclusive
+
+    services.outbox_relay(dispatch=False)
+    with exclusive("dispatch:sheets", seconds=30) as held:
+        assert held
+        report = services.deliveries_dispatch(integration="sheets", adapter=FakeAdapter(name="sheets"))
+        assert (report.waited_for, report.calls) == ("another dispatcher", 0)
+    report = services.deliveries_dispatch(
+        integration="sheets", adapter=FakeAdapter(name="sheets"), budget_seconds=5
+    )
+    assert report.succeeded == 1
