@@ -58,8 +58,12 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         "GUNICORN_WORKERS": "2",
         "Q_CLUSTER_NAME": f"runtest-{uuid.uuid4().hex[:8]}",
         "Q_WORKERS": "1",
-        # The Procfile's Stripe stand-in listens where STRIPE_API_BASE says: a free port of its own.
+        # The Procfile's stand-ins listen where their settings say: free ports of their own.
         "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}",
+        "SENDGRID_API_BASE": f"http://127.0.0.1:{free_port()}",
+        "SHEETS_API_BASE": f"http://127.0.0.1:{free_port()}",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "SHEETS_FLUSH_SECONDS": "0.5",
     }
     if not env.get("DATABASE_URL"):
         env["SQLITE_PATH"] = str(tmp_path_factory.mktemp("run") / "db.sqlite3")
@@ -185,3 +189,40 @@ def test_a_payment_completes_through_the_stand_in_and_its_signed_webhook(running
         return done.stdout.strip().splitlines()[-1:] == ["1"]
 
     eventually(webhook_processed, seconds=30, what="the signed payment_intent.succeeded webhook")
+
+    # The fan-out: the email, the sheet row and the SNS message, read back from the stand-ins.
+    env = running["env"]
+
+    def email() -> list[Any]:
+        messages = http("GET", f"{env['SENDGRID_API_BASE']}/_sandbox/messages")[1]
+        messages = messages["messages"] if isinstance(messages, dict) else messages
+        return [m for m in messages if order["id"] in json.dumps(m)]
+
+    [sent] = eventually(email, seconds=30, what="the confirmation email in the SendGrid sandbox")
+    assert "customer@example.com" in json.dumps(sent)
+
+    def sheet_row() -> list[Any]:
+        sheet = http("GET", f"{env['SHEETS_API_BASE']}/_sandbox/spreadsheets/demo-orders")[1]
+        return [row for row in json.dumps(sheet).split("], [") if order["id"] in row]
+
+    assert len(eventually(sheet_row, seconds=30, what="the order's row in the Sheets sandbox")) == 1
+
+    import boto3
+
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    queue = sqs.get_queue_url(QueueName="cis-order-events-demo")["QueueUrl"]
+
+    def sns_message() -> list[Any]:
+        got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        )
+        return [m for m in got if order["id"] in m["Body"]]
+
+    [notified] = eventually(sns_message, seconds=30, what="the SNS message in the subscribed SQS queue")
+    assert json.loads(notified["Body"])["event_type"] == "order.paid"
