@@ -1,0 +1,292 @@
+"""The whole fan-out against the stand-in servers with the real client libraries.
+
+Dispatch runs in this process (the crash test runs a real django-q2 cluster): a paid order
+reaches SendGrid, Sheets and SNS once each, however often its webhook is replayed; a failing
+sink opens the circuit and everything arrives once after recovery; a permanent error is a dead
+letter until fixed and replayed; Sheets appends in batches under the per-minute cap.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+
+from integrations import services
+from integrations.models import CircuitEvent, Delivery, DeliveryState
+from integrations.resilience import CircuitBreaker, Pause, shared_cache
+from orders import services as order_services
+from orders.domain import Actor, Order, OrderStatus
+from orders.repositories import OrderRepository
+from payments import services as payment_services
+from payments.gateways.fake import FakeGateway
+from payments.gateways.stripe import StripeGateway
+from tests.polling import eventually
+
+pytestmark = pytest.mark.django_db
+
+SHEET = "test-orders"
+
+
+@pytest.fixture
+def stand_ins(
+    sendgrid_sandbox: Any, sheets_sandbox: Any, aws_sandbox: dict[str, Any], settings: Any
+) -> dict[str, Any]:
+    """All three sinks, empty; Sheets flushes at once; breakers, pauses and limits cleared."""
+    settings.INTEGRATIONS = {
+        name: config | ({"flush_seconds": 0.0} if name == "sheets" else {})
+        for name, config in settings.INTEGRATIONS.items()
+    }
+    for name in settings.INTEGRATIONS:
+        CircuitBreaker(name).reset()
+        for key in (f"pause:{name}", f"ratelimit:{name}", f"dispatch-queued:{name}"):
+            shared_cache().delete(key)
+    return {"sendgrid": sendgrid_sandbox, "sheets": sheets_sandbox, "aws": aws_sandbox}
+
+
+def dispatch_all() -> None:
+    for name in services.integration_names():
+        services.deliveries_dispatch(integration=name, budget_seconds=10)
+
+
+def sqs_messages(aws: dict[str, Any], settings: Any) -> list[dict[str, Any]]:
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=settings.AWS_ENDPOINT_URL,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    queue = sqs.get_queue_url(QueueName=settings.SNS_DEMO_QUEUE_NAME)["QueueUrl"]
+    found: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
+        if not batch:
+            return found
+        found += [json.loads(m["Body"]) for m in batch]
+        sqs.delete_message_batch(
+            QueueUrl=queue,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+        )
+
+
+def emails_for(sandbox: Any, order: Order) -> list[dict[str, Any]]:
+    return [m for m in sandbox.messages() if str(order.id) in json.dumps(m)]
+
+
+def sheet_rows(sandbox: Any) -> list[list[str]]:
+    return sandbox.values(SHEET)[1:]  # the header first
+
+
+_GATEWAY = FakeGateway()  # one for the module: its intent ids never repeat
+
+
+def pay(order: Order) -> Any:
+    return payment_services.payment_confirm(
+        order_id=order.id, payment_method="pm_card_visa", actor=Actor.system("t"), gateway=_GATEWAY
+    )
+
+
+def test_a_paid_order_reaches_every_sink_once_however_often_its_webhook_comes(
+    stand_ins: dict[str, Any], place: Callable[..., Order], customer: Any, settings: Any
+) -> None:
+    order = place(customer=customer, lines={"MUG-1": 2})
+    payment = pay(order)
+    services.outbox_relay(dispatch=False)
+    dispatch_all()
+
+    rows = Delivery.objects.filter(order_id=order.id)
+    assert sorted((d.integration, d.state) for d in rows) == [
+        ("email", "succeeded"),
+        ("sheets", "succeeded"),
+        ("sns", "succeeded"),
+    ]
+    assert all(d.external_id for d in rows)
+
+    # The same payment_intent.succeeded webhook, three times (and once more under another id).
+    event = {
+        "id": "evt_paid_once",
+        "type": "payment_intent.succeeded",
+        "created": int(time.time()),
+        "data": {
+            "object": {
+                "object": "payment_intent",
+                "id": payment.intent_id,
+                "status": "succeeded",
+                "amount": 2900,
+                "amount_received": 2900,
+                "currency": "usd",
+                "metadata": {"order_id": str(order.id), "attempt": "1"},
+            }
+        },
+    }
+    for event_id in ["evt_paid_once"] * 3 + ["evt_paid_again"]:
+        payment_services.webhook_receive(event=StripeGateway().parse_event(event | {"id": event_id}))
+    assert services.outbox_relay(dispatch=False) == 0
+    dispatch_all()
+
+    [email] = emails_for(stand_ins["sendgrid"], order)
+    assert email["body"]["custom_args"]["idempotency_key"] == f"email:{order.id}:order.paid:v2"
+    assert [row[0] for row in sheet_rows(stand_ins["sheets"])] == [str(order.id)]
+    [notified] = sqs_messages(stand_ins["aws"], settings)
+    assert (notified["event_type"], notified["order_id"], notified["schema_version"]) == (
+        "order.paid",
+        str(order.id),
+        1,
+    )
+    assert Delivery.objects.filter(order_id=order.id).count() == 3
+
+
+def test_a_refund_updates_the_row_in_place_and_tells_the_others(
+    stand_ins: dict[str, Any],
+    place: Callable[..., Order],
+    customer: Any,
+    repository: OrderRepository,
+    settings: Any,
+) -> None:
+    order = place(customer=customer)
+    pay(order)
+    payment_services.payment_refund(order_id=order.id, actor=Actor.system("t"), gateway=_GATEWAY)
+    services.outbox_relay(dispatch=False)
+    dispatch_all()
+    [row] = sheet_rows(stand_ins["sheets"])
+    assert row[0] == str(order.id) and "refunded" in row
+    assert sorted(m["event_type"] for m in sqs_messages(stand_ins["aws"], settings)) == [
+        "order.paid",
+        "order.refunded",
+    ]
+    subjects = [m["body"]["subject"] for m in emails_for(stand_ins["sendgrid"], order)]
+    assert len(subjects) == 2
+
+
+def test_a_failing_sink_opens_the_circuit_and_everything_arrives_once_after(
+    stand_ins: dict[str, Any], place: Callable[..., Order], settings: Any
+) -> None:
+    settings.INTEGRATIONS = settings.INTEGRATIONS | {
+        "email": settings.INTEGRATIONS["email"] | {"retry": {"base": 0.0, "cap": 0.0, "max_attempts": 100}}
+    }
+    settings.BREAKER_FAILURE_THRESHOLD = 5
+    settings.BREAKER_COOLDOWN_SECONDS = 0.05
+    sendgrid = stand_ins["sendgrid"]
+    sendgrid.set_faults(fail_next=20, status=503)
+    orders = [place() for _ in range(3)]
+    for order in orders:
+        pay(order)
+    services.outbox_relay(dispatch=False)
+
+    def email_attempts() -> int:
+        return sum(Delivery.objects.filter(integration="email").values_list("attempts", flat=True))
+
+    report = services.deliveries_dispatch(integration="email", budget_seconds=5)
+    assert report.waited_for == "circuit open"
+    opened_at = email_attempts()
+    assert opened_at == 5
+    settings.BREAKER_COOLDOWN_SECONDS = 3600  # while open, nothing is tried
+    for _ in range(3):
+        services.deliveries_dispatch(integration="email", budget_seconds=1)
+    assert email_attempts() == opened_at
+
+    settings.BREAKER_COOLDOWN_SECONDS = 0.05  # the sink recovers after its 20 failures
+    eventually(
+        lambda: (
+            services.deliveries_dispatch(integration="email", budget_seconds=2).succeeded
+            or not Delivery.objects.filter(integration="email")
+            .exclude(state=DeliveryState.SUCCEEDED)
+            .exists()
+        ),
+        seconds=30,
+        what="the email circuit to close and the backlog to drain",
+    )
+    services.deliveries_dispatch(integration="email", budget_seconds=5)
+    assert set(Delivery.objects.filter(integration="email").values_list("state", flat=True)) == {"succeeded"}
+    for order in orders:
+        assert len(emails_for(sendgrid, order)) == 1
+    assert sendgrid.stats()["faulted"] == 20
+    states = list(
+        CircuitEvent.objects.filter(integration="email").order_by("at").values_list("to_state", flat=True)
+    )
+    assert states[0] == "open" and states[-1] == "closed" and "half_open" in states
+
+
+def test_a_permanent_error_is_dead_at_once_and_a_replay_after_the_fix_delivers(
+    stand_ins: dict[str, Any], place: Callable[..., Order], settings: Any
+) -> None:
+    settings.SENDGRID_FROM_EMAIL = "not an email address"
+    order = place()
+    pay(order)
+    services.outbox_relay(dispatch=False)
+    services.deliveries_dispatch(integration="email")
+    [dead] = Delivery.objects.filter(integration="email")
+    assert (dead.state, dead.attempts, dead.last_provider_status) == (DeliveryState.DEAD, 1, 400)
+    assert "from" in dead.last_error_message.lower()
+    assert emails_for(stand_ins["sendgrid"], order) == []
+
+    settings.SENDGRID_FROM_EMAIL = "shop@example.com"
+    services.delivery_retry(delivery_id=dead.id, actor=Actor.system("staff"))
+    services.deliveries_dispatch(integration="email")
+    dead.refresh_from_db()
+    assert dead.state == DeliveryState.SUCCEEDED
+    assert len(emails_for(stand_ins["sendgrid"], order)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sheets_appends_in_batches_under_the_per_minute_cap(
+    stand_ins: dict[str, Any],
+    place: Callable[..., Order],
+    repository: OrderRepository,
+    settings: Any,
+    mug: Any,
+) -> None:
+    """1,000 orders paid at a steady rate: at most 10 appends, never more writes in a minute than the cap."""
+    from orders.models import Product
+
+    Product.objects.filter(pk=mug.pk).update(stock=10_000)
+    settings.INTEGRATIONS = {
+        "sheets": settings.INTEGRATIONS["sheets"] | {"flush_seconds": 2.0, "max_calls_per_minute": 50}
+    }
+    total = 1000
+    done = threading.Event()
+
+    def flusher() -> None:
+        from django.db import connection
+
+        try:
+            while not done.is_set() or Delivery.objects.exclude(state=DeliveryState.SUCCEEDED).exists():
+                services.deliveries_dispatch(integration="sheets", budget_seconds=5)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=flusher)
+    thread.start()
+    try:
+        started = time.monotonic()
+        for i in range(total):
+            order = place()
+            order_services.order_transition(
+                repository=repository,
+                order_id=order.id,
+                to_status=OrderStatus.PAID,
+                actor=Actor.system("rate"),
+            )
+            # A steady 250 orders a second.
+            ahead = started + (i + 1) / 250 - time.monotonic()
+            if ahead > 0:
+                threading.Event().wait(ahead)
+    finally:
+        done.set()
+        thread.join(120)
+    assert not thread.is_alive()
+    stats = stand_ins["sheets"].stats()
+    rows = sheet_rows(stand_ins["sheets"])
+    assert len(rows) == total and len({row[0] for row in rows}) == total
+    assert stats["append"] <= 10, stats
+    assert stats["writes_per_minute_max"] <= 50, stats
+    assert Pause("sheets").remaining() == 0
