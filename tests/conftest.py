@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from orders.domain import Actor, Order, ShippingAddress
@@ -42,6 +43,16 @@ def other_customer(db: None) -> Any:
 @pytest.fixture
 def staff(db: None) -> Any:
     return UserFactory(username="staffer", is_staff=True)
+
+
+@pytest.fixture
+def admin_client(staff: Any) -> Client:
+    """A browser session of a superuser, for the admin."""
+    staff.is_superuser = True
+    staff.save()
+    client = Client()
+    client.force_login(staff)
+    return client
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ from sendgrid.helpers.mail import (
 from sendgrid.helpers.mail.exceptions import SendGridException
 
 from integrations.adapters.base import DeliveryError, DeliveryOutcome, DeliveryRequest
-from orders.templatetags.money import format_money
+from orders.money import format_money
 
 DEFAULT_API_BASE = "http://127.0.0.1:8425"
 DEFAULT_API_KEY = "SG.local-sandbox-key"

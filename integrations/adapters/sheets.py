@@ -50,6 +50,7 @@ from gspread.http_client import HTTPClient
 from gspread.utils import InsertDataOption, ValueInputOption
 
 from integrations.adapters.base import DeliveryError, DeliveryOutcome, DeliveryRequest
+from orders.money import decimal_text
 
 SHEETS_API = "https://sheets.googleapis.com"
 GOOGLE_APIS = "https://www.googleapis.com"
@@ -63,32 +64,6 @@ STATUS_COLUMN, PAYMENT_COLUMN, VERSION_COLUMN = "G", "H", "I"
 STATUS_AT, PAYMENT_AT, VERSION_AT = 6, 7, 8
 DEFAULT_BACKOFF_SECONDS = 30.0
 TIMES = "\N{MULTIPLICATION SIGN}"
-
-# ISO 4217 currencies whose minor unit is not the cent.
-_EXPONENTS = {
-    **dict.fromkeys(
-        [
-            "BIF",
-            "CLP",
-            "DJF",
-            "GNF",
-            "ISK",
-            "JPY",
-            "KMF",
-            "KRW",
-            "PYG",
-            "RWF",
-            "UGX",
-            "VND",
-            "VUV",
-            "XAF",
-            "XOF",
-            "XPF",
-        ],
-        0,
-    ),
-    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
-}
 _ROW_OF_RANGE = re.compile(r"!\$?[A-Za-z]+\$?(\d+)")
 
 
@@ -240,14 +215,6 @@ def forget_connections() -> None:
 # --- Rows ------------------------------------------------------------------------------------
 
 
-def format_minor(amount_minor: int, currency: str) -> str:
-    """Minor units as a plain decimal string: 2900 EUR → "29.00", 1200 JPY → "1200"."""
-    exponent = _EXPONENTS.get(currency.upper(), 2)
-    sign = "-" if amount_minor < 0 else ""
-    major, minor = divmod(abs(int(amount_minor)), 10**exponent)
-    return f"{sign}{major}" + (f".{minor:0{exponent}d}" if exponent else "")
-
-
 def _created_date(value: Any) -> str:
     text = str(value or "")
     try:
@@ -283,7 +250,7 @@ def order_row(request: DeliveryRequest, *, payment_id: str = "") -> list[str]:
         _created_date(order.get("created_at")),
         _customer(order),
         _items(order),
-        format_minor(int(order["total_minor"]), currency),
+        decimal_text(int(order["total_minor"]), currency),
         currency,
         str(order["status"]),
         payment_id,

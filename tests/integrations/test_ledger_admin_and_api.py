@@ -36,15 +36,6 @@ def dead(place: Callable[..., Order], repository: OrderRepository) -> Order:
     return order
 
 
-@pytest.fixture
-def admin_client(staff: Any) -> Client:
-    staff.is_superuser = True
-    staff.save()
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
 def test_the_ledger_lists_and_filters_dead_letters(admin_client: Client, dead: Order) -> None:
     page = admin_client.get(
         "/admin/integrations/delivery/", {"state__exact": "dead", "integration__exact": "email"}

@@ -22,8 +22,8 @@ from integrations.adapters.sheets import (
     UnexpectedAnswer,
     classify,
     forget_connections,
-    format_minor,
 )
+from orders.money import decimal_text
 
 COUNTED = ("read", "metadata", "append", "update", "batch_update", "sheet_batch_update")
 
@@ -468,7 +468,7 @@ def test_later_batches_reuse_the_client(sheets_sandbox: Any, adapter: SheetsAdap
     ],
 )
 def test_totals_are_plain_decimals(minor: int, currency: str, text: str) -> None:
-    assert format_minor(minor, currency) == text
+    assert decimal_text(minor, currency) == text
 
 
 def test_an_append_whose_answer_cannot_be_read_is_retried_not_dropped() -> None:

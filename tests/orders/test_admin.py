@@ -15,15 +15,6 @@ from orders.models import OrderEvent, OrderLine, Product
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client(staff: Any) -> Client:
-    staff.is_superuser = True
-    staff.save()
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
 def test_order_list_search_and_filters(
     admin_client: Client, place: Callable[..., Order], customer: Any
 ) -> None:

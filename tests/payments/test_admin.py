@@ -30,15 +30,6 @@ ORDERS = "/admin/orders/order/"
 
 
 @pytest.fixture
-def admin_client(staff: Any) -> Client:
-    staff.is_superuser = True
-    staff.save()
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def order(place: Callable[..., Order], customer: Any) -> Order:
     return place(customer=customer, lines={"MUG-1": 2})  # 2900 USD
 
