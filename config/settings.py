@@ -231,8 +231,17 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- The order platform ---------------------------------------------------------------------
-# Which OrderRepository adapter stores orders: a dotted path, loaded like a cache backend.
-ORDER_REPOSITORY = env.str("ORDER_REPOSITORY", default="orders.repositories.orm.DjangoOrderRepository")
+# Which OrderRepository adapter stores orders: "orm" (the default), "dynamodb", or a dotted path
+# loaded like a cache backend.
+ORDER_REPOSITORY = {
+    "orm": "orders.repositories.orm.DjangoOrderRepository",
+    "dynamodb": "orders.repositories.dynamodb.DynamoDbOrderRepository",
+}.get(
+    _repository := env.str("ORDER_REPOSITORY", default="orm"),
+    _repository,
+)
+# The DynamoDB table of the "dynamodb" repository (on AWS_ENDPOINT_URL: moto outside production).
+DYNAMODB_TABLE = env.str("DYNAMODB_TABLE", default="cis-orders")
 # Flat shipping charge in minor units added to every order (0 = free shipping).
 ORDER_SHIPPING_FLAT_MINOR = env.int("ORDER_SHIPPING_FLAT_MINOR", default=0)
 ORDER_MAX_LINES = env.int("ORDER_MAX_LINES", default=50)
