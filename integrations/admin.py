@@ -2,11 +2,13 @@
 and, on each order's page, its deliveries and a "resend confirmation email" action.
 
 `orders` and `payments` must not import `integrations`, so the order's admin is extended from
-here, as `payments.admin` does for payments.
+here, as `payments.admin` does for payments: `FanoutOrderAdmin` on the ORM order page, and a
+panel and an action registered for the order store pages (`orders.admin_repository`).
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.contrib import admin, messages
@@ -19,6 +21,12 @@ from integrations import services
 from integrations.models import CircuitEvent, Delivery, DeliveryState
 from orders import models as order_models
 from orders import services as order_services
+from orders.admin_repository import (
+    OrderAdminAction,
+    OrderAdminPanel,
+    register_order_admin_action,
+    register_order_admin_panel,
+)
 from orders.domain import OrderError
 from payments.admin import PaymentsOrderAdmin
 
@@ -95,6 +103,41 @@ class CircuitEventAdmin(admin.ModelAdmin):
         return False
 
 
+# --- the order's deliveries: shared by the ORM order page and the order store page ----------
+def deliveries_panel_html(order_id: uuid.UUID) -> SafeString:
+    """The order's deliveries (one row per integration, event and version) as an HTML table."""
+    rows = Delivery.objects.filter(order_id=order_id).order_by("created_at")
+    if not rows:
+        return format_html("{}", "None yet.")
+    body = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>v{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                d.integration,
+                d.event_type,
+                d.order_version,
+                d.state,
+                d.attempts,
+                d.external_id or "",
+                f"{d.last_error_class}: {d.last_error_message}"[:200] if d.last_error_class else "",
+            )
+            for d in rows
+        ),
+    )
+    return format_html(
+        "<table><tr><th>Integration</th><th>Event</th><th>Version</th><th>State</th><th>Attempts</th>"
+        "<th>External id</th><th>Last error</th></tr>{}</table>",
+        body,
+    )
+
+
+def resend_confirmation_email(request: HttpRequest, order_id: uuid.UUID) -> str:
+    """Queue the order's confirmation email again; `OrderError` when it has none to resend."""
+    delivery = services.delivery_resend_email(order_id=order_id, actor=order_services.actor_for(request.user))
+    return f"Order {order_id}: confirmation email queued again ({delivery.id})."
+
+
 class FanoutOrderAdmin(PaymentsOrderAdmin):
     """The order's admin with its deliveries and a "resend confirmation email" action."""
 
@@ -107,45 +150,36 @@ class FanoutOrderAdmin(PaymentsOrderAdmin):
 
     @admin.display(description="Deliveries")
     def deliveries_summary(self, order: order_models.Order) -> SafeString:
-        rows = Delivery.objects.filter(order_id=order.id).order_by("created_at")
-        if not rows:
-            return format_html("{}", "None yet.")
-        body = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>v{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (
-                    d.integration,
-                    d.event_type,
-                    d.order_version,
-                    d.state,
-                    d.attempts,
-                    d.external_id or "",
-                    f"{d.last_error_class}: {d.last_error_message}"[:200] if d.last_error_class else "",
-                )
-                for d in rows
-            ),
-        )
-        return format_html(
-            "<table><tr><th>Integration</th><th>Event</th><th>Version</th><th>State</th><th>Attempts</th>"
-            "<th>External id</th><th>Last error</th></tr>{}</table>",
-            body,
-        )
+        return deliveries_panel_html(order.id)
 
     @admin.action(description="Resend the confirmation email")
     def resend_confirmation_email(self, request: HttpRequest, queryset: QuerySet[order_models.Order]) -> None:
         for order_id in queryset.values_list("id", flat=True):
             try:
-                delivery = services.delivery_resend_email(
-                    order_id=order_id, actor=order_services.actor_for(request.user)
-                )
+                message = resend_confirmation_email(request, order_id)
             except OrderError as exc:
                 self.message_user(request, f"Order {order_id}: {exc.message}", level=messages.ERROR)
             else:
-                self.message_user(
-                    request, f"Order {order_id}: confirmation email queued again ({delivery.id})."
-                )
+                self.message_user(request, message)
 
 
 admin.site.unregister(order_models.Order)
 admin.site.register(order_models.Order, FanoutOrderAdmin)
+
+
+# The same section and action on the order store page (orders.admin_repository), which works
+# with every order repository adapter.
+register_order_admin_panel(
+    OrderAdminPanel(
+        name="deliveries",
+        title="Deliveries (email, sheet, notification)",
+        render=lambda request, order: deliveries_panel_html(order.id),
+    )
+)
+register_order_admin_action(
+    OrderAdminAction(
+        name="resend_confirmation_email",
+        label="Resend the confirmation email",
+        handler=lambda request, order: resend_confirmation_email(request, order.id),
+    )
+)

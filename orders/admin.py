@@ -1,15 +1,21 @@
-"""Staff screens: the catalog, and orders managed through the same services as the API."""
+"""Staff screens: the catalog, and orders managed through the same services as the API.
+
+`OrderAdmin` shows the ORM adapter's tables. The order store pages (`orders.admin_repository`,
+mounted at /admin/orders/store/) read orders through the configured repository instead, so they
+also work when another adapter (DynamoDB) stores the orders; then `OrderAdmin` sends staff there.
+"""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html
 
-from orders import models, services
+from orders import admin_repository, models, services
 from orders.domain import OrderError, OrderStatus, ShippingAddress
 from orders.repositories import get_order_repository
 
@@ -83,6 +89,11 @@ def _transition_action(to_status: OrderStatus) -> Any:
 
 @admin.register(models.Order)
 class OrderAdmin(admin.ModelAdmin):
+    """The ORM tables' view of orders. When another repository adapter stores the orders these
+    tables are empty, so the list and change pages send staff to the order store pages
+    (`orders.admin_repository`), which work with every adapter."""
+
+    change_list_template = "admin/orders/store/order_change_list.html"
     list_display = ["id", "created_at", "email", "status", "total_display", "currency", "customer"]
     list_filter = ["status", ("created_at", admin.DateFieldListFilter), "currency"]
     search_fields = ["id", "email", "customer__username", "customer__email"]
@@ -114,6 +125,27 @@ class OrderAdmin(admin.ModelAdmin):
     def total_display(self, order: models.Order) -> str:
         return format_html("{}", f"{order.total_minor / 100:.2f}")
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not admin_repository.orm_backed():
+            return HttpResponseRedirect(admin_repository.store_list_url())
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if not admin_repository.orm_backed():
+            try:
+                return HttpResponseRedirect(admin_repository.store_detail_url(uuid.UUID(object_id)))
+            except ValueError:
+                return HttpResponseRedirect(admin_repository.store_list_url())
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # orders are placed through the shop or the API, which price them
 
@@ -132,6 +164,10 @@ class OrderAdmin(admin.ModelAdmin):
             )
         except (OrderError, KeyError, TypeError) as exc:
             messages.error(request, f"Not saved: {exc}")
+
+
+# /admin/orders/store/: orders through the repository, whichever adapter stores them.
+admin_repository.install(admin.site)
 
 
 @admin.register(models.OutboxEntry)

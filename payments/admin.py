@@ -3,8 +3,10 @@ through the same service as the API, read-only lists of payments and refunds, an
 webhook events with a replay action.
 
 Payments point at orders by id (orders may live outside this database) and `orders` must not
-import `payments`, so the order's page is extended from here: `PaymentsOrderAdmin` replaces the
-orders app's `OrderAdmin` in the admin site.
+import `payments`, so the order's pages are extended from here: `PaymentsOrderAdmin` replaces the
+orders app's `OrderAdmin` in the admin site, and the order store pages (`orders.admin_repository`,
+which work with every order repository) get the same payments panel and a "refund in full"
+action through its registry. The refund page reads the order through the repository too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
@@ -25,11 +28,19 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 
 from orders import services as order_services
 from orders.admin import OrderAdmin
-from orders.domain import OrderError
+from orders.admin_repository import (
+    OrderAdminAction,
+    OrderAdminPanel,
+    register_order_admin_action,
+    register_order_admin_panel,
+    store_detail_url,
+)
+from orders.domain import Order, OrderError
 from orders.models import Order as OrderRow
 from orders.repositories import get_order_repository
 from payments import selectors, services
@@ -60,6 +71,110 @@ def _payment_link(payment: Payment, text: Any) -> SafeString:
     return format_html(
         '<a href="{}">{}</a>', reverse("admin:payments_payment_change", args=[payment.pk]), text
     )
+
+
+# --- the order's payments: shared by the ORM order page and the order store page ------------
+def payments_panel_html(order_id: uuid.UUID, *, refund_url: str | None) -> SafeString | str:
+    """The order's payments and refunds as HTML tables, with a link to `refund_url` (if given)
+    while something is left to refund."""
+    payments = list(selectors.payments_of_order(order_id=order_id))
+    if not payments:
+        return "No payment yet."
+    payment_rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                _payment_link(p, p.attempt),
+                p.get_status_display(),
+                p.intent_id or "—",
+                p.amount_minor,
+                p.amount_received_minor,
+                selectors.refunded_minor(p),
+                p.currency,
+                p.failure_message or p.failure_code or "",
+            )
+            for p in payments
+        ),
+    )
+    refunds = [(p, r) for p in payments for r in p.refunds.all()]
+    refund_rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                p.attempt,
+                f"{r.amount_minor} {p.currency}",
+                r.get_status_display(),
+                r.actor,
+                r.reason,
+                r.provider_refund_id or r.failure_message or "",
+            )
+            for p, r in refunds
+        ),
+    )
+    refunds_table = (
+        format_html(
+            '<table class="payments-refunds"><caption>Refunds</caption><thead><tr><th>When</th>'
+            "<th>Attempt</th><th>Amount</th><th>Status</th><th>Actor</th><th>Reason</th>"
+            "<th>Stripe refund / error</th></tr></thead><tbody>{}</tbody></table>",
+            refund_rows,
+        )
+        if refunds
+        else format_html("<p>{}</p>", "No refunds.")
+    )
+    refund_link = (
+        format_html('<p><a class="button" href="{}">Refund…</a></p>', refund_url)
+        if refund_url and selectors.refund_position(order_id)["left"] > 0
+        else ""
+    )
+    return format_html(
+        '<table class="payments-payments"><thead><tr><th>Attempt</th><th>Status</th>'
+        "<th>Stripe PaymentIntent</th><th>Amount</th><th>Received</th><th>Refunded</th>"
+        "<th>Currency</th><th>Failure</th></tr></thead><tbody>{}</tbody></table>{}{}",
+        payment_rows,
+        refunds_table,
+        refund_link,
+    )
+
+
+def refund_orders(
+    request: HttpRequest, order_ids: Sequence[uuid.UUID], *, amount_minor: int | None, reason: str
+) -> None:
+    """Refund each order through the service; every outcome becomes an admin message."""
+    for order_id in order_ids:
+        try:
+            refund = services.payment_refund(
+                order_id=order_id,
+                actor=order_services.actor_for(request.user),
+                amount_minor=amount_minor,
+                reason=reason,
+                requested_by=request.user,
+            )
+        except OrderError as exc:
+            messages.error(request, f"Order {order_id} not refunded: {exc.message}")
+        except GatewayError as exc:
+            messages.error(request, f"Order {order_id} not refunded: {exc}")
+        else:
+            text = f"Order {order_id}: refund of {refund.amount_minor} {refund.payment.currency}"
+            if refund.status == RefundStatus.SUCCEEDED:
+                messages.success(request, f"{text} succeeded.")
+            elif refund.status == RefundStatus.PENDING:
+                messages.warning(request, f"{text} is pending at Stripe.")
+            else:
+                detail = f": {refund.failure_message}" if refund.failure_message else ""
+                messages.error(request, f"{text} {refund.status}{detail}.")
+
+
+def _safe_next(request: HttpRequest) -> str:
+    """The `next` page the request asks to go back to, if it is one of this site's."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return ""
 
 
 # --- the order's page -----------------------------------------------------------------------
@@ -112,96 +227,12 @@ class PaymentsOrderAdmin(OrderAdmin):
     # The payments section of the change page.
     @admin.display(description="Payments")
     def payments_summary(self, order: OrderRow) -> SafeString | str:
-        payments = list(selectors.payments_of_order(order_id=order.id))
-        if not payments:
-            return "No payment yet."
-        payment_rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (
-                    _payment_link(p, p.attempt),
-                    p.get_status_display(),
-                    p.intent_id or "—",
-                    p.amount_minor,
-                    p.amount_received_minor,
-                    selectors.refunded_minor(p),
-                    p.currency,
-                    p.failure_message or p.failure_code or "",
-                )
-                for p in payments
-            ),
-        )
-        refunds = [(p, r) for p in payments for r in p.refunds.all()]
-        refund_rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (
-                    r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    p.attempt,
-                    f"{r.amount_minor} {p.currency}",
-                    r.get_status_display(),
-                    r.actor,
-                    r.reason,
-                    r.provider_refund_id or r.failure_message or "",
-                )
-                for p, r in refunds
-            ),
-        )
-        refunds_table = (
-            format_html(
-                '<table class="payments-refunds"><caption>Refunds</caption><thead><tr><th>When</th>'
-                "<th>Attempt</th><th>Amount</th><th>Status</th><th>Actor</th><th>Reason</th>"
-                "<th>Stripe refund / error</th></tr></thead><tbody>{}</tbody></table>",
-                refund_rows,
-            )
-            if refunds
-            else format_html("<p>{}</p>", "No refunds.")
-        )
-        refund_link = (
-            format_html(
-                '<p><a class="button" href="{}">Refund…</a></p>',
-                reverse("admin:orders_order_refund", args=[order.pk]),
-            )
-            if selectors.refund_position(order.id)["left"] > 0
-            else ""
-        )
-        return format_html(
-            '<table class="payments-payments"><thead><tr><th>Attempt</th><th>Status</th>'
-            "<th>Stripe PaymentIntent</th><th>Amount</th><th>Received</th><th>Refunded</th>"
-            "<th>Currency</th><th>Failure</th></tr></thead><tbody>{}</tbody></table>{}{}",
-            payment_rows,
-            refunds_table,
-            refund_link,
-        )
+        return payments_panel_html(order.id, refund_url=reverse("admin:orders_order_refund", args=[order.pk]))
 
-    # Refunding: one service call per order, errors as messages.
     def _refund(
         self, request: HttpRequest, order_ids: Sequence[uuid.UUID], *, amount_minor: int | None, reason: str
     ) -> None:
-        for order_id in order_ids:
-            try:
-                refund = services.payment_refund(
-                    order_id=order_id,
-                    actor=order_services.actor_for(request.user),
-                    amount_minor=amount_minor,
-                    reason=reason,
-                    requested_by=request.user,
-                )
-            except OrderError as exc:
-                self.message_user(request, f"Order {order_id} not refunded: {exc.message}", messages.ERROR)
-            except GatewayError as exc:
-                self.message_user(request, f"Order {order_id} not refunded: {exc}", messages.ERROR)
-            else:
-                text = f"Order {order_id}: refund of {refund.amount_minor} {refund.payment.currency}"
-                if refund.status == RefundStatus.SUCCEEDED:
-                    self.message_user(request, f"{text} succeeded.", messages.SUCCESS)
-                elif refund.status == RefundStatus.PENDING:
-                    self.message_user(request, f"{text} is pending at Stripe.", messages.WARNING)
-                else:
-                    detail = f": {refund.failure_message}" if refund.failure_message else ""
-                    self.message_user(request, f"{text} {refund.status}{detail}.", messages.ERROR)
+        refund_orders(request, order_ids, amount_minor=amount_minor, reason=reason)
 
     @admin.action(description="Refund selected orders in full", permissions=["refund"])
     def refund_in_full(self, request: HttpRequest, queryset: QuerySet[OrderRow]) -> None:
@@ -225,25 +256,31 @@ class PaymentsOrderAdmin(OrderAdmin):
         return self._refund_page(request, order_ids, form, via_action=True)
 
     def refund_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """The refund page for one order, linked from its change page."""
+        """The refund page for one order, linked from its change page and its order store page.
+
+        The order is read through the repository, so the page works whichever adapter stores
+        orders; afterwards it goes back to `next` (the order store page) or the change page.
+        """
         if not self.has_refund_permission(request):
             raise PermissionDenied
-        order = self.get_object(request, unquote(object_id))
-        if order is None:
+        try:
+            order = get_order_repository().get(uuid.UUID(unquote(object_id)))
+        except (ValueError, OrderError):
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         if request.method == "POST":
             form = RefundForm(request.POST)
             if form.is_valid():
                 self._refund(
                     request,
-                    [order.pk],
+                    [order.id],
                     amount_minor=form.cleaned_data["amount_minor"],
                     reason=form.cleaned_data["reason"],
                 )
-                return HttpResponseRedirect(reverse("admin:orders_order_change", args=[order.pk]))
+                back = _safe_next(request) or reverse("admin:orders_order_change", args=[order.id])
+                return HttpResponseRedirect(back)
         else:
             form = RefundForm()
-        return self._refund_page(request, [order.pk], form, via_action=False)
+        return self._refund_page(request, [order.id], form, via_action=False)
 
     def _refund_page(
         self, request: HttpRequest, order_ids: Sequence[uuid.UUID], form: RefundForm, *, via_action: bool
@@ -271,6 +308,34 @@ class PaymentsOrderAdmin(OrderAdmin):
 
 admin.site.unregister(OrderRow)
 admin.site.register(OrderRow, PaymentsOrderAdmin)
+
+
+# The same section and refunds on the order store page (orders.admin_repository), which works
+# with every order repository adapter.
+def _store_payments_panel(request: HttpRequest, order: Order) -> SafeString | str:
+    refund_url = None
+    if request.user.has_perm("payments.add_refund"):
+        back = urlencode({"next": store_detail_url(order.id)})
+        refund_url = f"{reverse('admin:orders_order_refund', args=[order.id])}?{back}"
+    return payments_panel_html(order.id, refund_url=refund_url)
+
+
+def _store_refund_in_full(request: HttpRequest, order: Order) -> None:
+    refund_orders(request, [order.id], amount_minor=None, reason="")
+
+
+register_order_admin_panel(
+    OrderAdminPanel(name="payments", title="Payments and refunds", render=_store_payments_panel)
+)
+register_order_admin_action(
+    OrderAdminAction(
+        name="refund_in_full",
+        label="Refund in full",
+        handler=_store_refund_in_full,
+        permission="payments.add_refund",
+        confirm="Refund all that is left of this order's payment now? This cannot be undone.",
+    )
+)
 
 
 # --- payments and refunds -------------------------------------------------------------------
