@@ -242,6 +242,8 @@ ORDER_REPOSITORY = {
 )
 # The DynamoDB table of the "dynamodb" repository (on AWS_ENDPOINT_URL: moto outside production).
 DYNAMODB_TABLE = env.str("DYNAMODB_TABLE", default="cis-orders")
+# DynamoDB's own endpoint, when it differs from AWS_ENDPOINT_URL (empty: the same).
+DYNAMODB_ENDPOINT_URL = env.str("DYNAMODB_ENDPOINT_URL", default="")
 # Flat shipping charge in minor units added to every order (0 = free shipping).
 ORDER_SHIPPING_FLAT_MINOR = env.int("ORDER_SHIPPING_FLAT_MINOR", default=0)
 ORDER_MAX_LINES = env.int("ORDER_MAX_LINES", default=50)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -105,3 +105,73 @@ def place(repository: OrderRepository, mug: Any) -> Callable[..., Order]:
         return order
 
     return make
+
+
+# --- DynamoDB (moto) --------------------------------------------------------------------------
+# One moto server per session for the DynamoDB order repository (the integrations tests start
+# their own for SNS); each test that asks for `dynamodb` gets it wiped, the settings pointed at
+# it and the orders table created.
+
+
+class _SerialMotoServer:
+    """moto's server with one request at a time.
+
+    moto's DynamoDB is not thread-safe: a transaction deep-copies the table, checks its
+    conditions, writes, and on failure puts the copy back, all without a lock, so a concurrent
+    request can slip between check and write or be undone by that restore (two relays at once
+    also drew an HTTP 500, "dictionary changed size during iteration"). Real DynamoDB makes
+    each request atomic; serializing requests gives that guarantee while the clients still race.
+    """
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+
+    def start(self) -> str:
+        import threading
+
+        self.server.start()
+        wsgi_server = self.server._server  # werkzeug's server: requests call its `app`
+        app, lock = wsgi_server.app, threading.Lock()
+
+        def serial_app(environ: Any, start_response: Any) -> list[bytes]:
+            with lock:
+                return list(app(environ, start_response))
+
+        wsgi_server.app = serial_app
+        host, port = self.server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def dynamodb_server() -> Iterator[str]:
+    server = _SerialMotoServer()
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def dynamodb(dynamodb_server: str, settings: Any) -> Any:
+    """A wiped moto DynamoDB with the orders table; returns a client of its own for raw reads."""
+    import requests
+
+    from orders.repositories.dynamodb import create_tables, new_dynamodb_client
+
+    requests.post(f"{dynamodb_server}/moto-api/reset", timeout=5).raise_for_status()
+    # DynamoDB's own endpoint setting: AWS_ENDPOINT_URL stays free for `aws_sandbox` (SNS...).
+    settings.DYNAMODB_ENDPOINT_URL = dynamodb_server
+    settings.AWS_REGION = "us-east-1"
+    settings.AWS_ACCESS_KEY_ID = "testing"
+    settings.AWS_SECRET_ACCESS_KEY = "testing"
+    settings.DYNAMODB_TABLE = "cis-orders-test"
+    client = new_dynamodb_client()
+    create_tables(client)
+    return client
+
+
+# --- end DynamoDB -----------------------------------------------------------------------------

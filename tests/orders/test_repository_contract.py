@@ -29,11 +29,17 @@ from orders.domain import (
     utcnow,
 )
 from orders.repositories import OrderRepository
+from orders.repositories.dynamodb import DynamoDbOrderRepository
 from orders.repositories.orm import DjangoOrderRepository
 from tests.orders.factories import ProductFactory, UserFactory
 
 ADAPTERS: dict[str, Callable[[], OrderRepository]] = {
     "orm": DjangoOrderRepository,
+    "dynamodb": DynamoDbOrderRepository,
+}
+# The fixtures an adapter needs (its stand-in server, wiped), requested for its tests only.
+ADAPTER_FIXTURES: dict[str, list[str]] = {
+    "dynamodb": ["dynamodb"],
 }
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,6 +47,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(params=sorted(ADAPTERS))
 def repo(request: pytest.FixtureRequest) -> OrderRepository:
+    for fixture in ADAPTER_FIXTURES.get(request.param, []):
+        request.getfixturevalue(fixture)
     return ADAPTERS[request.param]()
 
 
