@@ -16,6 +16,9 @@ from django.core.cache import caches
 from django.db import connection
 from django_q.brokers import get_broker
 
+from orders.domain import OrderQuery
+from orders.repositories import get_order_repository
+
 
 @dataclass(frozen=True, slots=True)
 class ComponentHealth:
@@ -56,8 +59,16 @@ def _cache() -> dict[str, Any]:
     return {"backend": type(cache).__name__}
 
 
+def _orders_store() -> dict[str, Any]:
+    """The order repository answers a read (the database, or DynamoDB with that backend)."""
+    repository = get_order_repository()
+    repository.list(OrderQuery(limit=1))
+    return {"adapter": type(repository).__name__}
+
+
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "database": _database,
+    "orders_store": _orders_store,
     "broker": _broker,
     "cache": _cache,
 }

@@ -47,11 +47,16 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         return exc.code, json.loads(exc.read() or b"null")
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module", params=["orm", "dynamodb"])
+def running(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """`make run`'s processes, with orders in the database, then (ORDER_REPOSITORY=dynamodb) in
+    DynamoDB on the Procfile's moto server."""
     port = free_port()
     env = {
         **os.environ,
+        "ORDER_REPOSITORY": request.param,
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         "DJANGO_ENV": "development",
         "GUNICORN_BIND": f"127.0.0.1:{port}",

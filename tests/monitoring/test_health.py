@@ -14,7 +14,8 @@ def test_health_reports_every_component(api: APIClient) -> None:
     body = response.json()
     assert body["status"] == "ok"
     components = {c["name"]: c for c in body["components"]}
-    assert set(components) == {"database", "broker", "cache"}
+    assert set(components) == {"database", "orders_store", "broker", "cache"}
+    assert components["orders_store"]["detail"] == {"adapter": "DjangoOrderRepository"}
     assert all(c["ok"] and c["latency_ms"] >= 0 for c in components.values())
     assert isinstance(components["broker"]["detail"]["queue_depth"], int)
 

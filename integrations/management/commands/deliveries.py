@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from typing import Any
@@ -11,6 +12,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from integrations import services
 from orders.domain import Actor
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -44,11 +47,18 @@ class Command(BaseCommand):
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
         while True:
-            report = services.deliveries_sweep()
-            if report.relayed or report.leases_taken_back or not options["loop"]:
-                self.stdout.write(
-                    f"relayed {report.relayed}, took back {report.leases_taken_back},"
-                    f" dispatch asked for {', '.join(report.dispatch_requested) or 'nothing'}"
-                )
+            try:
+                report = services.deliveries_sweep()
+            except Exception as exc:
+                if not options["loop"]:
+                    raise
+                # The database, the order store or the broker is away for now: sweep again later.
+                logger.warning("Sweep failed (%s: %s); trying again", type(exc).__name__, exc)
+            else:
+                if report.relayed or report.leases_taken_back or not options["loop"]:
+                    self.stdout.write(
+                        f"relayed {report.relayed}, took back {report.leases_taken_back},"
+                        f" dispatch asked for {', '.join(report.dispatch_requested) or 'nothing'}"
+                    )
             if not options["loop"] or stop.wait(options["interval"]):
                 return

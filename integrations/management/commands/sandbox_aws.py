@@ -13,10 +13,12 @@ import threading
 from typing import Any
 from urllib.parse import urlparse
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.test import override_settings
 
 from integrations.aws import LOCAL_ENDPOINT_URL, AwsConfig, aws_setup
+from integrations.sandbox.moto_server import SerialMotoServer
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
@@ -33,8 +35,6 @@ class Command(BaseCommand):
         parser.add_argument("--verbose-requests", action="store_true", help="log every request moto serves")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from moto.server import ThreadedMotoServer  # a development dependency
-
         endpoint = urlparse(AwsConfig.from_settings().endpoint_url or "")
         if endpoint.hostname not in LOCAL_HOSTS:
             raise CommandError(
@@ -50,14 +50,19 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
 
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        url = f"http://127.0.0.1:{port}"
+        server = SerialMotoServer(port=port)
+        url = server.start()
         try:
             self.stdout.write(f"moto (AWS stand-in) on {url}")
             if not options["no_setup"]:
                 with override_settings(AWS_ENDPOINT_URL=url):
                     result = aws_setup(demo_queue=True)
+                    if settings.ORDER_REPOSITORY.endswith(".DynamoDbOrderRepository"):
+                        # Orders live in DynamoDB: its table on this same server.
+                        from orders.repositories.dynamodb import create_tables
+
+                        create_tables()
+                        result["dynamodb_table"] = settings.DYNAMODB_TABLE
                 for key, value in result.items():
                     self.stdout.write(f"{key}: {value}")
             self.stdout.flush()
