@@ -13,6 +13,7 @@ from orders.domain import Actor, Order, ShippingAddress
 from orders.repositories import OrderRepository, get_order_repository
 from orders.services import LineRequest, order_place
 from tests.orders.factories import ProductFactory, UserFactory
+from tests.polling import eventually
 
 ADDRESS = ShippingAddress(
     name="Ada Lovelace", line1="12 Analytical Row", city="London", postal_code="N1 9GU", country="GB"
@@ -26,8 +27,24 @@ def _fast_passwords(settings: Any) -> None:
 
 
 @pytest.fixture
-def repository(db: None) -> OrderRepository:
-    return get_order_repository()
+def repository(db: None, request: pytest.FixtureRequest) -> Iterator[OrderRepository]:
+    """The configured adapter (`settings.ORDER_REPOSITORY`), a fresh instance for each test.
+
+    When that is DynamoDB (ORDER_REPOSITORY=dynamodb, CI's third pass), the test gets the wiped
+    table of the `dynamodb` fixture, and so does everything in the app that stores orders.
+    """
+    from django.conf import settings as django_settings
+    from django.utils.module_loading import import_string
+
+    from orders.repositories.base import _load
+    from orders.repositories.dynamodb import DynamoDbOrderRepository
+
+    adapter = import_string(django_settings.ORDER_REPOSITORY)
+    if isinstance(adapter, type) and issubclass(adapter, DynamoDbOrderRepository):
+        request.getfixturevalue("dynamodb")
+    _load.cache_clear()  # no instance (nor its memo of outbox keys) carries over between tests
+    yield get_order_repository()
+    _load.cache_clear()
 
 
 @pytest.fixture
@@ -111,6 +128,9 @@ def place(repository: OrderRepository, mug: Any) -> Callable[..., Order]:
 # One moto server per session for the DynamoDB order repository (the integrations tests start
 # their own for SNS); each test that asks for `dynamodb` gets it wiped, the settings pointed at
 # it and the orders table created.
+# DYNAMODB_TEST_ENDPOINT=http://127.0.0.1:PORT uses that DynamoDB instead of starting moto
+# (DynamoDB Local, whose validation is the real service's: bin/test-dynamodb-local); there is no
+# reset endpoint there, so each test deletes and re-creates the table.
 
 
 class _SerialMotoServer:
@@ -149,6 +169,11 @@ class _SerialMotoServer:
 
 @pytest.fixture(scope="session")
 def dynamodb_server() -> Iterator[str]:
+    import os
+
+    if endpoint := os.environ.get("DYNAMODB_TEST_ENDPOINT", ""):
+        yield endpoint
+        return
     server = _SerialMotoServer()
     url = server.start()
     yield url
@@ -157,12 +182,20 @@ def dynamodb_server() -> Iterator[str]:
 
 @pytest.fixture
 def dynamodb(dynamodb_server: str, settings: Any) -> Any:
-    """A wiped moto DynamoDB with the orders table; returns a client of its own for raw reads."""
+    """A wiped DynamoDB (moto, or DYNAMODB_TEST_ENDPOINT) with the orders table.
+
+    Returns a client of its own for raw reads.
+    """
+    import contextlib
+    import os
+
     import requests
 
     from orders.repositories.dynamodb import create_tables, new_dynamodb_client
 
-    requests.post(f"{dynamodb_server}/moto-api/reset", timeout=5).raise_for_status()
+    external = bool(os.environ.get("DYNAMODB_TEST_ENDPOINT"))
+    if not external:
+        requests.post(f"{dynamodb_server}/moto-api/reset", timeout=5).raise_for_status()
     # DynamoDB's own endpoint setting: AWS_ENDPOINT_URL stays free for `aws_sandbox` (SNS...).
     settings.DYNAMODB_ENDPOINT_URL = dynamodb_server
     settings.AWS_REGION = "us-east-1"
@@ -170,6 +203,14 @@ def dynamodb(dynamodb_server: str, settings: Any) -> Any:
     settings.AWS_SECRET_ACCESS_KEY = "testing"
     settings.DYNAMODB_TABLE = "cis-orders-test"
     client = new_dynamodb_client()
+    if external:
+        with contextlib.suppress(client.exceptions.ResourceNotFoundException):
+            client.delete_table(TableName=settings.DYNAMODB_TABLE)
+        eventually(
+            lambda: settings.DYNAMODB_TABLE not in client.list_tables()["TableNames"],
+            seconds=30,
+            what=f"{settings.DYNAMODB_TABLE} to be deleted",
+        )
     create_tables(client)
     return client
 

@@ -23,21 +23,33 @@ from integrations.resilience import CircuitBreaker, Pause, shared_cache
 from orders import services as order_services
 from orders.domain import Actor, Order, OrderStatus
 from orders.repositories import OrderRepository
+from orders.repositories.dynamodb import DynamoDbOrderRepository, create_tables
 from payments import services as payment_services
 from payments.gateways.fake import FakeGateway
 from payments.gateways.stripe import StripeGateway
 from tests.polling import eventually
 
-pytestmark = pytest.mark.django_db
+# End to end: CI runs these a second time with orders in DynamoDB (`make test-dynamodb`), so
+# every order is read through the configured repository, never the ORM.
+pytestmark = [pytest.mark.django_db, pytest.mark.e2e, pytest.mark.usefixtures("repository")]
 
 SHEET = "test-orders"
 
 
 @pytest.fixture
 def stand_ins(
-    sendgrid_sandbox: Any, sheets_sandbox: Any, aws_sandbox: dict[str, Any], settings: Any
+    sendgrid_sandbox: Any,
+    sheets_sandbox: Any,
+    aws_sandbox: dict[str, Any],
+    settings: Any,
+    repository: OrderRepository,
 ) -> dict[str, Any]:
     """All three sinks, empty; Sheets flushes at once; breakers, pauses and limits cleared."""
+    if isinstance(repository, DynamoDbOrderRepository):
+        # moto keeps one state per process, whichever of its servers is asked: the reset of
+        # `aws_sandbox` (after the module's `repository`, so after `dynamodb`) also dropped the
+        # orders table. Put it back, empty.
+        create_tables()
     settings.INTEGRATIONS = {
         name: config | ({"flush_seconds": 0.0} if name == "sheets" else {})
         for name, config in settings.INTEGRATIONS.items()
@@ -237,6 +249,7 @@ def test_a_permanent_error_is_dead_at_once_and_a_replay_after_the_fix_delivers(
 
 
 @pytest.mark.slow
+@pytest.mark.high_rate
 @pytest.mark.django_db(transaction=True)
 def test_sheets_appends_in_batches_under_the_per_minute_cap(
     stand_ins: dict[str, Any],

@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from orders.domain import EventType, Order, OrderStatus
-from orders.models import Order as OrderRow
+from orders.domain import EventType, Order, OrderQuery, OrderStatus
 from orders.models import Product
+from orders.repositories import OrderRepository
 from tests.conftest import ADDRESS_JSON
 
-pytestmark = pytest.mark.django_db
+# End to end: CI runs these a second time with orders in DynamoDB (`make test-dynamodb`), so
+# every order is read through the configured repository, never the ORM.
+pytestmark = [pytest.mark.django_db, pytest.mark.e2e, pytest.mark.usefixtures("repository")]
 
 
 def order_body(**overrides: Any) -> dict[str, Any]:
@@ -42,6 +44,13 @@ def stock(sku: str = "MUG-1") -> int:
     return Product.objects.get(sku=sku).stock
 
 
+def stored_ids(repository: OrderRepository) -> list[str]:
+    """The ids of every stored order, oldest first (whichever backend stores them)."""
+    page = repository.list(OrderQuery(newest_first=False, limit=100))
+    assert page.next_cursor is None
+    return [str(order.id) for order in page.orders]
+
+
 class TestProducts:
     def test_anyone_can_read_the_catalog(self, api: APIClient, mug: Any, tee: Any) -> None:
         Product.objects.create(sku="OLD", name="Old", price_minor=1, active=False)
@@ -58,7 +67,9 @@ class TestProducts:
 
 
 class TestCreate:
-    def test_guest_order_is_priced_by_the_server(self, api: APIClient, mug: Any) -> None:
+    def test_guest_order_is_priced_by_the_server(
+        self, api: APIClient, mug: Any, repository: OrderRepository
+    ) -> None:
         tampered = order_body(
             lines=[{"sku": "MUG-1", "quantity": 2, "unit_price_minor": 1, "price_minor": 1}],
             total_minor=2,
@@ -75,7 +86,8 @@ class TestCreate:
         assert body["customer_id"] is None and body["email"] == "guest@example.com"
         assert [e["type"] for e in body["events"]] == ["created"]
         assert response["Location"] == f"/api/orders/{body['id']}"
-        assert OrderRow.objects.get(id=body["id"]).total_minor == 2900
+        assert repository.get(uuid.UUID(body["id"])).total_minor == 2900
+        assert stored_ids(repository) == [body["id"]]
         assert stock() == 8
 
     def test_a_guest_must_give_an_email(self, api: APIClient, mug: Any) -> None:
@@ -94,12 +106,14 @@ class TestCreate:
         assert response.status_code == 201
         assert (response.json()["customer_id"], response.json()["email"]) == (customer.pk, customer.email)
 
-    def test_over_order_is_a_400_and_reserves_nothing(self, api: APIClient, mug: Any, tee: Any) -> None:
+    def test_over_order_is_a_400_and_reserves_nothing(
+        self, api: APIClient, mug: Any, tee: Any, repository: OrderRepository
+    ) -> None:
         body = order_body(lines=[{"sku": "TEE-1", "quantity": 1}, {"sku": "MUG-1", "quantity": 11}])
         fields = error(api.post("/api/orders", body, format="json"), 400, "invalid")["fields"]
         assert "Only 10 of MUG-1 left" in fields["lines"][0]
         assert (stock("MUG-1"), stock("TEE-1")) == (10, 5)
-        assert not OrderRow.objects.exists()
+        assert stored_ids(repository) == []
 
     @pytest.mark.parametrize(
         ("body", "field"),
@@ -131,23 +145,27 @@ class TestCreate:
 
 
 class TestIdempotency:
-    def test_same_key_same_body_returns_the_same_order(self, api: APIClient, mug: Any) -> None:
+    def test_same_key_same_body_returns_the_same_order(
+        self, api: APIClient, mug: Any, repository: OrderRepository
+    ) -> None:
         first = api.post("/api/orders", order_body(), format="json", HTTP_IDEMPOTENCY_KEY="abc-123")
         again = api.post("/api/orders", order_body(), format="json", HTTP_IDEMPOTENCY_KEY="abc-123")
         assert (first.status_code, again.status_code) == (201, 200)
         assert first.json()["id"] == again.json()["id"]
-        assert OrderRow.objects.count() == 1
+        assert stored_ids(repository) == [first.json()["id"]]
         assert stock() == 8
 
-    def test_same_key_other_body_is_a_422(self, api: APIClient, mug: Any) -> None:
-        api.post("/api/orders", order_body(), format="json", HTTP_IDEMPOTENCY_KEY="abc-123")
+    def test_same_key_other_body_is_a_422(
+        self, api: APIClient, mug: Any, repository: OrderRepository
+    ) -> None:
+        first = api.post("/api/orders", order_body(), format="json", HTTP_IDEMPOTENCY_KEY="abc-123")
         changed = order_body(lines=[{"sku": "MUG-1", "quantity": 3}])
         error(
             api.post("/api/orders", changed, format="json", HTTP_IDEMPOTENCY_KEY="abc-123"),
             422,
             "idempotency_conflict",
         )
-        assert OrderRow.objects.count() == 1
+        assert stored_ids(repository) == [first.json()["id"]]
 
     def test_keys_of_different_users_do_not_collide(
         self, api_as: Callable, customer: Any, other_customer: Any, mug: Any
@@ -181,7 +199,12 @@ class TestReadAndPermissions:
         assert body["events"][0]["type"] == "created"
 
     def test_another_customer_gets_404_everywhere(
-        self, api_as: Callable, customer: Any, other_customer: Any, place: Callable
+        self,
+        api_as: Callable,
+        customer: Any,
+        other_customer: Any,
+        place: Callable,
+        repository: OrderRepository,
     ) -> None:
         order = place(customer=customer)
         intruder = api_as(other_customer)
@@ -191,8 +214,8 @@ class TestReadAndPermissions:
         )
         error(intruder.delete(f"/api/orders/{order.id}"), 404, "not_found")
         assert intruder.get("/api/orders").json()["results"] == []
-        stored = OrderRow.objects.get(id=order.id)
-        assert (stored.notes, stored.status) == ("", "pending_payment")
+        stored = repository.get(order.id)
+        assert (stored.notes, stored.status, stored.version) == ("", OrderStatus.PENDING_PAYMENT, 1)
 
     def test_staff_see_every_order(
         self, api_as: Callable, customer: Any, staff: Any, place: Callable
@@ -301,14 +324,16 @@ class TestPatch:
         order = place(customer=customer)
         error(api_as(customer).patch(f"/api/orders/{order.id}", {}, format="json"), 400, "invalid")
 
-    def test_customers_cannot_set_the_status(self, api_as: Callable, customer: Any, place: Callable) -> None:
+    def test_customers_cannot_set_the_status(
+        self, api_as: Callable, customer: Any, place: Callable, repository: OrderRepository
+    ) -> None:
         order = place(customer=customer)
         error(
             api_as(customer).patch(f"/api/orders/{order.id}", {"status": "paid"}, format="json"),
             403,
             "permission_denied",
         )
-        assert OrderRow.objects.get(id=order.id).status == "pending_payment"
+        assert repository.get(order.id).status == OrderStatus.PENDING_PAYMENT
 
     def test_staff_apply_legal_transitions(self, api_as: Callable, staff: Any, place: Callable) -> None:
         order = place()
@@ -326,7 +351,7 @@ class TestPatch:
         assert body["events"][-1]["actor"] == f"staff:{staff.pk}"
 
     def test_an_illegal_transition_is_a_409_and_changes_nothing(
-        self, api_as: Callable, staff: Any, place: Callable
+        self, api_as: Callable, staff: Any, place: Callable, repository: OrderRepository
     ) -> None:
         order = place()
         response = api_as(staff).patch(
@@ -334,8 +359,9 @@ class TestPatch:
         )
         body = error(response, 409, "illegal_transition")
         assert "pending_payment cannot become fulfilled" in body["message"]
-        stored = OrderRow.objects.get(id=order.id)
-        assert (stored.status, stored.notes, stored.version) == ("pending_payment", "", 1)
+        stored = repository.get(order.id)
+        assert (stored.status, stored.notes, stored.version) == (OrderStatus.PENDING_PAYMENT, "", 1)
+        assert [e.type for e in repository.events(order.id)] == [EventType.CREATED]
 
     def test_customers_cannot_edit_a_paid_order(
         self, api_as: Callable, customer: Any, staff: Any, place: Callable

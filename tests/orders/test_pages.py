@@ -22,7 +22,9 @@ from orders.templatetags.money import format_money, money
 from tests.conftest import ADDRESS_JSON
 from tests.orders.factories import ProductFactory
 
-pytestmark = pytest.mark.django_db
+# End to end: CI runs these a second time with orders in DynamoDB (`make test-dynamodb`), so
+# every order is read through the configured repository, never the ORM.
+pytestmark = [pytest.mark.django_db, pytest.mark.e2e, pytest.mark.usefixtures("repository")]
 
 PASSWORD = "pw-for-tests"
 

@@ -24,7 +24,9 @@ from orders.domain import Actor, Order, OrderQuery, OrderStatus
 from orders.repositories import OrderRepository
 from payments.models import Payment, PaymentStatus
 
-pytestmark = pytest.mark.django_db
+# End to end: CI runs these a second time with orders in DynamoDB (`make test-dynamodb`), so
+# every order is read through the configured repository, never the ORM.
+pytestmark = [pytest.mark.django_db, pytest.mark.e2e, pytest.mark.usefixtures("repository")]
 
 VISA = "pm_card_visa"
 DECLINED = "pm_card_chargeCustomerFail"  # card 4000000000000341

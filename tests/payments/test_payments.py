@@ -13,8 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
-from orders.domain import Actor, EventType, Order, OrderStatus
-from orders.models import Order as OrderRow
+from orders.domain import Actor, EventType, Order, OrderQuery, OrderStatus
 from orders.repositories import OrderRepository
 from payments import services
 from payments.gateways.base import IntentRequest, PaymentGateway, RefundRequest
@@ -22,7 +21,13 @@ from payments.models import Payment, PaymentStatus, Refund, WebhookEvent, Webhoo
 from tests.payments.conftest import WEBHOOK_SECRET, sign
 from tests.polling import eventually
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# End to end: CI runs these a second time with orders in DynamoDB (`make test-dynamodb`), so
+# every order is read through the configured repository, never the ORM.
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.e2e,
+    pytest.mark.usefixtures("repository"),
+]
 
 VISA = "pm_card_visa"
 DECLINED = "pm_card_chargeCustomerFail"  # card 4000000000000341
@@ -127,7 +132,8 @@ class TestPayingThroughTheApi:
             ("pending_payment", "paid"),
         ]
         assert [p.status for p in Payment.objects.filter(order_id=order.id)] == ["failed", "succeeded"]
-        assert OrderRow.objects.count() == 1  # still the one order
+        # Still the one order.
+        assert [o.id for o in repository.list(OrderQuery(limit=100)).orders] == [order.id]
 
     def test_confirming_twice_makes_one_payment_intent(
         self, stripe_api: str, gateway: PaymentGateway, api_as: Callable, customer: Any, order: Order
