@@ -10,7 +10,7 @@ export GUNICORN_BIND ?= 127.0.0.1:$(PORT)
 # The browser test (tests/payments/test_browser.py) drives Debian's Chromium through Playwright.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test test-dynamodb install lint format migrate seed chromium compose-check clean
+.PHONY: run test test-dynamodb test-dynamodb-local install lint format migrate seed chromium compose-check clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -58,6 +58,11 @@ test: lint chromium
 # on a moto server the suite starts itself.
 test-dynamodb: install
 	ORDER_REPOSITORY=dynamodb $(BIN)/python -m pytest -m "e2e and not high_rate" $(PYTEST_ARGS)
+
+# The repository contract suite against DynamoDB Local (real DynamoDB's validation), run with its
+# client in a private network namespace because it cannot listen on loopback only (root).
+test-dynamodb-local: install
+	bin/test-dynamodb-local $(PYTEST_ARGS)
 
 # Installs Chromium when it is missing and we may (root, with apt-get); fails saying how otherwise.
 chromium:
