@@ -137,7 +137,7 @@ else:
 # by the delivery ledger, not by the broker, so the broker's own attempts are bounded.
 Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="cis"),
-    "workers": env.int("Q_WORKERS", default=2),
+    "workers": env.int("Q_WORKERS", default=4),
     "timeout": env.int("Q_TIMEOUT", default=60),
     "retry": env.int("Q_RETRY", default=90),
     "max_attempts": env.int("Q_MAX_ATTEMPTS", default=5),

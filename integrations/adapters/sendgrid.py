@@ -178,7 +178,7 @@ class SendGridAdapter:
     """Delivers order emails through SendGrid's Mail Send API, one call per delivery."""
 
     name: ClassVar[str] = "email"
-    max_batch: ClassVar[int] = 1
+    max_batch: ClassVar[int] = 25
 
     def __init__(self, *, timeout: float | None = None) -> None:
         self._timeout = timeout
