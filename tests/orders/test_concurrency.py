@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from orders import services
 from orders.domain import Actor, ConcurrentUpdate, IllegalTransition, OrderStatus, OrderValidationError
@@ -15,31 +12,10 @@ from orders.models import Order as OrderRow
 from orders.models import Product
 from orders.repositories.orm import DjangoOrderRepository
 from orders.services import LineRequest
+from tests.concurrency import race
 from tests.conftest import ADDRESS
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def race(workers: int, job: Callable[[int], Any]) -> list[Any]:
-    """Run `job(i)` in `workers` threads released at the same moment; return results or errors."""
-    barrier = threading.Barrier(workers)
-    results: list[Any] = [None] * workers
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = job(i)
-        except Exception as exc:  # noqa: BLE001 - the test inspects what each thread got
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def place(quantity: int, key: str = "") -> Any:

@@ -6,10 +6,8 @@ DynamoDB makes each request atomic); the threads here are real and race between 
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import Any
@@ -17,7 +15,6 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 from django.core.management import call_command
-from django.db import connection
 
 from integrations.models import Delivery
 from integrations.services import outbox_relay
@@ -45,32 +42,13 @@ from orders.repositories.dynamodb import (
     new_dynamodb_client,
 )
 from orders.services import LineRequest
+from tests.concurrency import race
 from tests.conftest import ADDRESS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("dynamodb")]
 
 
 # --- helpers --------------------------------------------------------------------------------
-def race(workers: int, job: Callable[[int], Any]) -> list[Any]:
-    """Run `job(i)` in `workers` threads released at the same moment; return results or errors."""
-    barrier = threading.Barrier(workers)
-    results: list[Any] = [None] * workers
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = job(i)
-        except Exception as exc:  # noqa: BLE001 - the test inspects what each thread got
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    return results
 
 
 def make_order(
