@@ -265,7 +265,7 @@ def test_the_rate_limiter_spaces_calls() -> None:
     limiter = RateLimiter("sheets", per_minute=60)
     assert limiter.reserve() == 0.0
     wait = limiter.reserve()
-    assert 0.9 < wait <= 1.0
+    assert 0.5 < wait <= 1.0  # the next slot is a second after the first (less the time between)
 
 
 class TestSweepRetryResend:
@@ -325,7 +325,7 @@ class TestSweepRetryResend:
 def test_a_batch_costing_two_calls_takes_two_slots() -> None:
     limiter = RateLimiter("sheets", per_minute=60)
     assert limiter.reserve(cost=2) == 0.0
-    assert 1.9 < limiter.reserve() <= 2.0
+    assert 1.5 < limiter.reserve() <= 2.0
 
 
 def test_an_exclusive_integration_has_one_dispatcher_at_a_time(paid: Order) -> None:
