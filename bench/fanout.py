@@ -87,6 +87,21 @@ def wait_for(check: Callable[[], Any], *, seconds: float, what: str, interval: f
     raise SystemExit(f"timed out after {seconds} s waiting for {what} (last error: {last})")
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the files changed since (the figures belong to that tree)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)  # noqa: S603, S607
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    modified = [line.split(maxsplit=1)[-1] for line in status.splitlines() if line.strip()]
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "modified": [f for f in modified if f.endswith(".py")],
+    }
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile of already sorted values."""
     if not values:
@@ -227,13 +242,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "DJANGO_DEBUG": "false",
                 "LOG_LEVEL": "WARNING",
                 "Q_CLUSTER_NAME": cluster,
-                "Q_WORKERS": str(args.workers),
                 "Q_SAVE_LIMIT": str(args.save_limit),
                 "CACHE_KEY_PREFIX": cache_prefix,
                 "SHEETS_SPREADSHEET_ID": SPREADSHEET,
                 **urls,
                 **db_env,
                 **({"REDIS_URL": args.redis_url} if args.redis_url else {}),
+                **({"Q_WORKERS": str(args.workers)} if args.workers else {}),
                 **dict(item.split("=", 1) for item in args.env),
             }
         )
@@ -294,6 +309,7 @@ def measure(
 
     from integrations.aws import aws_client
     from integrations.models import Delivery, DeliveryState
+    from integrations.services import get_adapter, integration_config
     from orders.domain import Actor, OrderStatus, ShippingAddress
     from orders.models import OutboxEntry, Product
     from orders.repositories import get_order_repository
@@ -406,7 +422,8 @@ def measure(
         cpu["redis-server"] = cpu_by_command("redis-server") - servers_before["redis"]
     # Anything else that ran on the machine meanwhile (another benchmark, a test suite) skews the
     # figures: say how much CPU it took.
-    cpu["everything else on the machine"] = max(0.0, cpu_busy_total() - machine_before - sum(cpu.values()))
+    ours = sum(cpu.values())
+    cpu["everything else on the machine"] = max(0.0, cpu_busy_total() - machine_before - ours)
     load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     profiles = stop_profilers(profilers)
 
@@ -477,7 +494,7 @@ def measure(
             "orders": len(measured),
             "warmup_orders": len(warmup),
             "rate_target_per_s": args.rate or None,
-            "q_workers": args.workers,
+            "q_workers": settings.Q_CLUSTER["workers"],
             "q_save_limit": args.save_limit,
             "q_poll_s": settings.Q_CLUSTER.get("poll"),
             "sweep_interval_s": args.sweep_interval,
@@ -485,7 +502,12 @@ def measure(
             "sheets_flush_s": settings.SHEETS_FLUSH_SECONDS,
             "sheets_max_writes_per_minute": settings.SHEETS_MAX_WRITES_PER_MINUTE,
             "extra_env": args.env,
+            "batch": {
+                name: min(get_adapter(name).max_batch, integration_config(name).get("batch", 10**6))
+                for name in INTEGRATIONS
+            },
         },
+        "code": code_version(),
         "payments": {"seconds": round(paid_in, 3), "per_s": round(len(measured) / paid_in, 1)},
         "wall_s": round(wall, 3),
         "orders_per_s_fully_delivered": round(len(measured) / wall, 1),
@@ -503,6 +525,9 @@ def measure(
             "available": round(elapsed * (os.cpu_count() or 1), 1),
             **{name: round(seconds, 2) for name, seconds in cpu.items()},
         },
+        # What one order costs the whole stack in CPU, and the rate that would fill every core.
+        "cpu_ms_per_order": round(1000 * ours / len(measured), 1),
+        "cpu_bound_ceiling_orders_per_s": round((os.cpu_count() or 1) * len(measured) / ours, 0),
         "profile": profiles,
         "sns": sns,
     }
@@ -622,6 +647,10 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"  cpu seconds over the {window:.1f} s window ({available:.0f} available):")
     print("    " + " · ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()))
     print(
+        f"  {result['cpu_ms_per_order']} CPU-ms per order for the whole stack:"
+        f" all cores busy at {result['cpu_bound_ceiling_orders_per_s']:.0f} orders/s"
+    )
+    print(
         f"  sendgrid: {result['sendgrid']['calls']} calls ({result['sendgrid']['messages']} messages in all);"
         f" sns: {result['sns']['distinct_message_ids']} message ids"
         + (
@@ -639,7 +668,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=0, help="payments per second (0: as fast as possible)")
     parser.add_argument("--database-url", default="", help="PostgreSQL server (a throwaway database is made)")
     parser.add_argument("--redis-url", default="", help="Redis broker and shared cache (with its db number)")
-    parser.add_argument("--workers", type=int, default=2, help="Q_WORKERS")
+    parser.add_argument("--workers", type=int, default=0, help="Q_WORKERS (default: the settings' default)")
     parser.add_argument("--save-limit", type=int, default=-1, help="Q_SAVE_LIMIT (-1: keep no results)")
     parser.add_argument("--sweep-interval", type=float, default=1.0, help="seconds between sweeps")
     parser.add_argument("--deadline", type=float, default=600, help="seconds to wait for the last effect")

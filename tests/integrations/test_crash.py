@@ -293,12 +293,13 @@ def test_a_killed_cluster_loses_nothing_and_repeats_only_what_was_in_flight(
     qcluster.start()
     sweeper.start()
 
-    # Kill once some emails went out but not all: freeze the group, count what is in flight, kill.
-    eventually(
-        lambda: Delivery.objects.filter(integration="email", state=DeliveryState.SUCCEEDED).count() >= 40,
-        seconds=60,
-        what=f"the first emails to go out\n{logs()}",
-    )
+    # Kill once some emails went out and more are under way: freeze the group, count what is in
+    # flight, kill.
+    def emails_sent_and_sending() -> bool:
+        emails = Counter(Delivery.objects.filter(integration="email").values_list("state", flat=True))
+        return emails[DeliveryState.SUCCEEDED] >= 40 and emails[DeliveryState.IN_FLIGHT] > 0
+
+    eventually(emails_sent_and_sending, seconds=60, interval=0.02, what=f"emails going out\n{logs()}")
     qcluster.kill_group(signal.SIGSTOP)
     in_flight = Counter(
         Delivery.objects.filter(state=DeliveryState.IN_FLIGHT).values_list("integration", flat=True)
