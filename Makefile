@@ -38,10 +38,13 @@ run: seed
 	@echo "  Payments:  Stripe stand-in (localstripe) on $(or $(STRIPE_API_BASE),http://127.0.0.1:8420), webhooks to this app"
 	@echo "             test card 4242 4242 4242 4242 pays, 4000 0000 0000 0341 is declined"
 	@echo "             (any future expiry such as 12 / 34, any CVC and postal code)"
+	@echo "  Ops:       http://$(GUNICORN_BIND)/ops/   (staff; Prometheus text at /metrics)"
 	@echo "  Fan-out:   email inbox http://127.0.0.1:8425/   analytics sheet http://127.0.0.1:8426/"
 	@echo "             SNS (moto) http://127.0.0.1:8427/ with the demo queue cis-order-events-demo"
+	@echo "             alerts to SNS cis-ops-alerts (queue cis-ops-alerts-demo); logs and metrics to CloudWatch on moto"
 	@echo ""
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" CLOUDWATCH_LOGS_ENABLED=$(or $(CLOUDWATCH_LOGS_ENABLED),true) \
+		CLOUDWATCH_METRICS_ENABLED=$(or $(CLOUDWATCH_METRICS_ENABLED),true) $(BIN)/honcho start -f Procfile
 
 lint: install
 	$(BIN)/ruff check .

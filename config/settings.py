@@ -59,6 +59,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id and the timing cover everything after it.
+    "monitoring.middleware.RequestMonitoringMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -355,15 +357,60 @@ DELIVERY_LEASE_SECONDS = env.int("DELIVERY_LEASE_SECONDS", default=120)
 # Called (a dotted path) after a transaction that wrote outbox entries commits.
 OUTBOX_COMMIT_HOOK = env.str("OUTBOX_COMMIT_HOOK", default="integrations.services.outbox_kick")
 
+# --- Monitoring -----------------------------------------------------------------------------
+# Request timings and business counters go to per-minute rows in the database (several web and
+# worker processes add to the same rows); each process buffers them for this many seconds first
+# (0: write each one through at once, as the test suite does).
+MONITORING_ENABLED = env.bool("MONITORING_ENABLED", default=True)
+MONITORING_FLUSH_SECONDS = env.float("MONITORING_FLUSH_SECONDS", default=5.0)
+# Per-minute metric rows, recorded errors and probe results older than this are deleted.
+MONITORING_RETENTION_DAYS = env.int("MONITORING_RETENTION_DAYS", default=8)
+# `/metrics` (Prometheus): with a token, scrapers send `Authorization: Bearer <token>`; without
+# one, only staff and monitoring clients may read it.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Alerts go to this SNS topic (created by `setup_aws`), one per subject per window.
+ALERTS_SNS_TOPIC_NAME = env.str("ALERTS_SNS_TOPIC_NAME", default="cis-ops-alerts")
+ALERTS_SNS_TOPIC_ARN = env.str("ALERTS_SNS_TOPIC_ARN", default="")
+ALERT_DEDUP_SECONDS = env.int("ALERT_DEDUP_SECONDS", default=1800)
+# A spike: this many 5xx responses within one minute.
+ALERT_5XX_PER_MINUTE = env.int("ALERT_5XX_PER_MINUTE", default=10)
+# The synthetic probes' schedule (minutes between runs; 0: only by hand).
+PROBE_INTERVAL_MINUTES = env.int("PROBE_INTERVAL_MINUTES", default=5)
+PROBE_TIMEOUT_SECONDS = env.float("PROBE_TIMEOUT_SECONDS", default=10.0)
+SHEETS_HEALTH_WORKSHEET = env.str("SHEETS_HEALTH_WORKSHEET", default="_health")
+# CloudWatch (on AWS_ENDPOINT_URL: moto outside production). Logs are shipped in batches from a
+# background thread (watchtower); metrics with the buffered flush (PutMetricData).
+CLOUDWATCH_LOGS_ENABLED = env.bool("CLOUDWATCH_LOGS_ENABLED", default=False)
+CLOUDWATCH_METRICS_ENABLED = env.bool("CLOUDWATCH_METRICS_ENABLED", default=False)
+CLOUDWATCH_LOG_GROUP = env.str("CLOUDWATCH_LOG_GROUP", default="cis-app")
+CLOUDWATCH_NAMESPACE = env.str("CLOUDWATCH_NAMESPACE", default="CIS")
+
 # --- Logging --------------------------------------------------------------------------------
+# JSON lines in production (timestamp, level, logger, message, request_id, order_id,
+# integration, event); a readable line in development. Known secrets and card numbers are
+# masked in every line, whatever its destination.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "console")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "monitoring.logs.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "monitoring.logs.JsonFormatter"},
+        "console": {"()": "monitoring.logs.ConsoleFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+if CLOUDWATCH_LOGS_ENABLED:
+    LOGGING["handlers"]["cloudwatch"] = {
+        "()": "monitoring.logs.cloudwatch_handler",
+        "formatter": "json",
+        "filters": ["context"],
+    }
+    LOGGING["root"]["handlers"].append("cloudwatch")
 
 # --- Security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

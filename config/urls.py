@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from config.exceptions import api_not_found
+from monitoring.prometheus import prometheus_metrics
 from payments.webhooks import stripe_webhook
 
 api_patterns = [
@@ -27,6 +28,7 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("webhooks/stripe", stripe_webhook, name="stripe-webhook"),
     path("accounts/", include("orders.account_urls")),
+    path("metrics", prometheus_metrics, name="prometheus-metrics"),
     path("", include("payments.urls")),  # /orders/<id>/pay/...: before the order pages
     path("", include("orders.urls")),
 ]

@@ -17,6 +17,7 @@ Clients make one attempt per call with short timeouts: the delivery ledger decid
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -155,16 +156,51 @@ def aws_setup(*, demo_queue: bool) -> dict[str, Any]:
     if config.topic_arn and config.topic_arn != topic_arn:
         logger.warning("SNS_TOPIC_ARN is %s but the topic created is %s", config.topic_arn, topic_arn)
     result: dict[str, Any] = {"topic_arn": topic_arn, "fifo": config.fifo}
+    # CloudWatch Logs' group for the application's lines (monitoring.logs), when it ships them.
+    if getattr(settings, "CLOUDWATCH_LOGS_ENABLED", False):
+        logs = aws_client("logs")
+        with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+            logs.create_log_group(logGroupName=settings.CLOUDWATCH_LOG_GROUP)
+        result["log_group"] = settings.CLOUDWATCH_LOG_GROUP
+    # The operators' alerts topic (monitoring.services.alert_raise): a standard topic of its own.
+    alerts_arn = sns.create_topic(Name=alerts_topic_name())["TopicArn"]
+    result["alerts_topic_arn"] = alerts_arn
     if demo_queue:
-        result.update(_demo_queue_setup(config=config, topic_arn=topic_arn))
+        result.update(
+            _demo_queue_setup(queue_name=config.demo_queue_name, topic_arn=topic_arn, fifo=config.fifo)
+        )
+        alerts_queue = _demo_queue_setup(
+            queue_name=f"{alerts_topic_name()}-demo", topic_arn=alerts_arn, fifo=False
+        )
+        result["alerts_queue_url"] = alerts_queue["queue_url"]
     return result
 
 
-def _demo_queue_setup(*, config: AwsConfig, topic_arn: str) -> dict[str, str]:
+def alerts_topic_name() -> str:
+    arn = getattr(settings, "ALERTS_SNS_TOPIC_ARN", "") or ""
+    return arn.rsplit(":", 1)[-1] if arn else getattr(settings, "ALERTS_SNS_TOPIC_NAME", "cis-ops-alerts")
+
+
+def alerts_topic_arn() -> str:
+    """The operators' alerts topic: ALERTS_SNS_TOPIC_ARN, or derived like `sns_topic_arn`."""
+    arn = getattr(settings, "ALERTS_SNS_TOPIC_ARN", "") or ""
+    if arn:
+        return arn
+    config = AwsConfig.from_settings()
+    return _derived_topic_arn(
+        config.endpoint_url,
+        config.region,
+        config.access_key_id,
+        config.secret_access_key,
+        alerts_topic_name(),
+    )
+
+
+def _demo_queue_setup(*, queue_name: str, topic_arn: str, fifo: bool) -> dict[str, str]:
     sqs = aws_client("sqs")
     sns = aws_client("sns")
-    queue_attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if config.fifo else {}
-    queue_url = sqs.create_queue(QueueName=config.demo_queue_name, Attributes=queue_attributes)["QueueUrl"]
+    queue_attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if fifo else {}
+    queue_url = sqs.create_queue(QueueName=queue_name, Attributes=queue_attributes)["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
@@ -172,7 +208,7 @@ def _demo_queue_setup(*, config: AwsConfig, topic_arn: str) -> dict[str, str]:
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "AllowOrderEventsTopic",
+                "Sid": "AllowTopic",
                 "Effect": "Allow",
                 "Principal": {"Service": "sns.amazonaws.com"},
                 "Action": "sqs:SendMessage",

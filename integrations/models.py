@@ -43,6 +43,9 @@ class Delivery(models.Model):
     last_error_message = models.TextField(blank=True)
     last_provider_status = models.PositiveSmallIntegerField(null=True, blank=True)
     external_id = models.CharField(max_length=255, blank=True)
+    latency_ms = models.FloatField(
+        null=True, blank=True, help_text="How long the last call to the provider took."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     succeeded_at = models.DateTimeField(null=True, blank=True)
@@ -54,6 +57,8 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["integration", "state", "next_attempt_at"], name="delivery_due"),
             models.Index(fields=["state", "lease_expires_at"], name="delivery_lease"),
+            # The last success of each integration (health, monitoring).
+            models.Index(fields=["integration", "succeeded_at"], name="delivery_succeeded"),
         ]
 
     def __str__(self) -> str:

@@ -108,6 +108,7 @@ class CircuitBreaker:
 
     def record(self, *, failed: bool, reason: str = "") -> None:
         now = time.time()
+        opened = ""
         with _locked(self.key):
             current = self._load()
             recent = [(t, f) for t, f in (current.recent or []) if now - t <= settings.BREAKER_WINDOW_SECONDS]
@@ -125,7 +126,8 @@ class CircuitBreaker:
                     and failures / len(recent) >= settings.BREAKER_FAILURE_RATIO
                 )
                 if current.state == CircuitState.HALF_OPEN:
-                    self._change(current, CircuitState.OPEN, f"the probe failed: {reason}"[:300])
+                    opened = f"the probe failed: {reason}"[:300]
+                    self._change(current, CircuitState.OPEN, opened)
                     current.opened_at = now
                 elif current.state == CircuitState.CLOSED and (
                     current.consecutive_failures >= settings.BREAKER_FAILURE_THRESHOLD or ratio_tripped
@@ -135,9 +137,14 @@ class CircuitBreaker:
                         if current.consecutive_failures >= settings.BREAKER_FAILURE_THRESHOLD
                         else f"{failures} of {len(recent)} calls failed"
                     )
-                    self._change(current, CircuitState.OPEN, f"{why}; last: {reason}"[:300])
+                    opened = f"{why}; last: {reason}"[:300]
+                    self._change(current, CircuitState.OPEN, opened)
                     current.opened_at = now
             self._store(current)
+        if opened:
+            from monitoring.services import alert_raise
+
+            alert_raise(subject=self.integration, kind="circuit_open", message=f"circuit opened: {opened}")
 
     def reset(self) -> None:
         shared_cache().delete(self.key)

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -42,6 +42,8 @@ from integrations.resilience import (
     exclusive,
     shared_cache,
 )
+from monitoring import context, recorder
+from monitoring.services import alert_raise, error_record_many
 from orders.domain import Actor, OrderError
 from orders.repositories import OrderRepository, get_order_repository
 
@@ -290,8 +292,10 @@ def _deliver(
         for d in claimed
     ]
     report.calls += 1
+    started = time.perf_counter()
     try:
-        outcomes = {o.delivery_id: o for o in adapter.deliver(requests)}
+        with context.bind(integration=adapter.name):
+            outcomes = {o.delivery_id: o for o in adapter.deliver(requests)}
     except Exception as exc:
         logger.exception("%s adapter failed a whole batch", adapter.name)
         error = DeliveryError(transient=True, error_class=type(exc).__name__, message=str(exc)[:1000])
@@ -300,6 +304,10 @@ def _deliver(
         error = DeliveryError(
             transient=True, error_class="MissingOutcome", message="the adapter said nothing of it"
         )
+    latency_ms = (time.perf_counter() - started) * 1000
+    recorder.observe("delivery.call", latency_ms, label=adapter.name)
+    for delivery in claimed:
+        delivery.latency_ms = round(latency_ms, 2)
     results = [outcomes.get(d.id) or DeliveryOutcome(delivery_id=d.id, error=error) for d in claimed]
     transient = [o for o in results if o.error is not None and o.error.transient]
     breaker.record(
@@ -358,10 +366,57 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
             "last_error_message",
             "last_provider_status",
             "next_attempt_at",
+            "latency_ms",
             "updated_at",
         ],
     )
     report.outcomes.extend(results)
+    _monitor(claimed, by_id, now)
+
+
+def _monitor(claimed: list[Delivery], by_id: dict[uuid.UUID, DeliveryOutcome], now: Any) -> None:
+    """Figures (outcomes, lag from the order event to the effect), errors and alerts of a batch."""
+    integration = claimed[0].integration
+    recorder.count("delivery.attempts", label=integration, n=len(claimed))
+    states: dict[str, int] = {}
+    for delivery in claimed:
+        states[delivery.state] = states.get(delivery.state, 0) + 1
+        if delivery.state == DeliveryState.SUCCEEDED:
+            event_at = _event_at(delivery.payload)
+            if event_at is not None:
+                recorder.observe(
+                    "delivery.lag", max(0.0, (now - event_at).total_seconds() * 1000), label=integration
+                )
+    for state, n in states.items():
+        recorder.count(f"delivery.{state}", label=integration, n=n)
+    failed = [d for d in claimed if d.state != DeliveryState.SUCCEEDED]
+    error_record_many(
+        [
+            {
+                "source": "delivery",
+                "integration": d.integration,
+                "order_id": d.order_id,
+                "error_class": d.last_error_class or "DeliveryError",
+                "message": f"{d.event_type} attempt {d.attempts} ({d.state}): {d.last_error_message}",
+            }
+            for d in failed
+        ]
+    )
+    dead = [d for d in failed if d.state == DeliveryState.DEAD]
+    if dead:
+        alert_raise(
+            subject=integration,
+            kind="dead_letter",
+            message=f"{integration} deliveries are being dead-lettered (given up); first error:"
+            f" {dead[-1].last_error_class}: {dead[-1].last_error_message}"[:1000],
+        )
+
+
+def _event_at(payload: dict[str, Any]) -> Any:
+    try:
+        return datetime.fromisoformat(payload["event"]["at"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # --- sweep, retry, resend ---------------------------------------------------------------------

@@ -135,6 +135,7 @@ def order_place(
                 at=now,
             )
             repository.add(order, outbox=())
+            transaction.on_commit(partial(_count_events, [("orders.created", order.status.value)]))
     except DuplicateOrder:
         # Another request with the same key won the race; its transaction has committed.
         earlier = repository.get_by_idempotency_key(scope=idempotency_scope, key=idempotency_key)
@@ -262,7 +263,14 @@ def _apply(
                 if not change(order):
                     return order
                 messages = [*_notifications(order), *(outbox(order) if outbox else ())]
+                changes = [
+                    ("orders.status", event.to_status.value)
+                    for event in order.pending_events
+                    if event.type == EventType.STATUS_CHANGED and event.to_status is not None
+                ]
                 repository.save(order, outbox=messages)
+                if changes:
+                    transaction.on_commit(partial(_count_events, changes))
                 if messages:
                     transaction.on_commit(partial(_outbox_committed, [order.id]))
                 return order
@@ -299,6 +307,14 @@ def _notifications(order: Order) -> list[OutboxMessage]:
         for event in order.pending_events
         if event.type == EventType.STATUS_CHANGED and event.to_status in NOTIFIED_STATUSES
     ]
+
+
+def _count_events(events: list[tuple[str, str]]) -> None:
+    """Orders created and status changes, for the monitoring figures (after the commit)."""
+    from monitoring import recorder
+
+    for name, label in events:
+        recorder.count(name, label=label)
 
 
 def _outbox_committed(order_ids: list[uuid.UUID]) -> None:

@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Sum
 from django.utils import timezone
 
+from monitoring.services import error_record
 from orders import services as order_services
 from orders.domain import Actor, Order, OrderError, OrderStatus
 from orders.repositories import OrderRepository, get_order_repository
@@ -237,6 +238,12 @@ def _apply_intent(
         if new_status == PaymentStatus.FAILED and current != PaymentStatus.FAILED:
             payment.failure_code = intent.error_code[:100]
             payment.failure_message = intent.error_message[:500]
+            error_record(
+                source="payment",
+                order_id=payment.order_id,
+                error_class=payment.failure_code or "payment_failed",
+                message=f"attempt {payment.attempt}: {payment.failure_message or 'the payment failed'}",
+            )
         payment.status = new_status
         payment.intent_id = intent.intent_id or payment.intent_id
         payment.client_secret = intent.client_secret or payment.client_secret
@@ -363,6 +370,7 @@ def payment_refund(
         )
     except GatewayRequestRefused as exc:
         Refund.objects.filter(id=refund.id).update(status=RefundStatus.FAILED, failure_message=str(exc)[:500])
+        error_record(source="payment", order_id=order_id, error_class="RefundRefused", message=str(exc))
         raise RefundRefused(f"Stripe refused the refund: {exc}", field="non_field_errors") from exc
     return refund_apply(refund_id=refund.id, result=result, actor=actor, repository=repository)
 
@@ -465,6 +473,7 @@ def webhook_process(*, event_pk: int, again: bool = False) -> WebhookEvent:
             attempts=F("attempts") + 1,
         )
         logger.exception("Webhook event %s failed", event_pk)
+        error_record(source="webhook", error_class=type(exc).__name__, message=f"event {event_pk}: {exc}")
         raise
 
 

@@ -15,6 +15,9 @@ from orders.services import LineRequest, order_place
 from tests.orders.factories import ProductFactory, UserFactory
 from tests.polling import eventually
 
+# The Chromium fixtures (`browser`, `page`) of the browser tests.
+pytest_plugins = ["tests.browser"]
+
 ADDRESS = ShippingAddress(
     name="Ada Lovelace", line1="12 Analytical Row", city="London", postal_code="N1 9GU", country="GB"
 )
@@ -24,6 +27,8 @@ ADDRESS_JSON = ADDRESS.as_dict()
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Figures are written through at once (no flush thread writing beside the test's transaction).
+    settings.MONITORING_FLUSH_SECONDS = 0
 
 
 @pytest.fixture

@@ -25,6 +25,10 @@ ENDPOINTS = {
     "/api/integrations/deliveries": {"get"},
     "/api/integrations/deliveries/{delivery_id}/retry": {"post"},
     "/api/monitoring/health": {"get"},
+    "/api/monitoring/metrics": {"get"},
+    "/api/monitoring/integrations": {"get"},
+    "/api/monitoring/errors": {"get"},
+    "/api/monitoring/alerts": {"get"},
 }
 
 

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow
+METRICS_TOKEN = "run-test-metrics-token"
 
 
 def free_port() -> int:
@@ -69,6 +70,12 @@ def running(
         "SHEETS_API_BASE": f"http://127.0.0.1:{free_port()}",
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "SHEETS_FLUSH_SECONDS": "0.5",
+        # Monitoring as `make run` has it: JSON lines and figures to CloudWatch on the moto stand-in.
+        "CLOUDWATCH_LOGS_ENABLED": "true",
+        "CLOUDWATCH_METRICS_ENABLED": "true",
+        "LOG_FORMAT": "json",
+        "MONITORING_FLUSH_SECONDS": "0.5",
+        "METRICS_TOKEN": METRICS_TOKEN,
     }
     if not env.get("DATABASE_URL"):
         env["SQLITE_PATH"] = str(tmp_path_factory.mktemp("run") / "db.sqlite3")
@@ -231,3 +238,51 @@ def test_a_payment_completes_through_the_stand_in_and_its_signed_webhook(running
 
     [notified] = eventually(sns_message, seconds=30, what="the SNS message in the subscribed SQS queue")
     assert json.loads(notified["Body"])["event_type"] == "order.paid"
+
+
+def test_figures_and_logs_are_shared_by_every_web_process(running: dict[str, Any]) -> None:
+    """Two gunicorn workers answer; /metrics (whichever answers) counts every request, and their
+    JSON lines reach CloudWatch Logs with the request id."""
+    import boto3
+
+    base = running["base"]
+    auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    series = 'cis_http_request_duration_seconds_count{endpoint="POST /api/auth/token",status="4xx"} '
+
+    def counted() -> float:
+        request = urllib.request.Request(f"{base}/metrics", headers=auth)  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            found = [line for line in answer.read().decode().splitlines() if line.startswith(series)]
+        return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+    before = counted()  # (a database shared with an earlier run may hold some already)
+    ids = [f"run-{uuid.uuid4().hex[:12]}" for _ in range(20)]
+    for request_id in ids:
+        status, _ = http(
+            "POST",
+            f"{base}/api/auth/token",
+            {"username": "nobody", "password": "wrong"},
+            headers={"X-Request-ID": request_id},
+        )
+        assert status == 401
+    eventually(
+        lambda: counted() == before + len(ids), seconds=30, what=f"{len(ids)} more requests in /metrics"
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/metrics", timeout=10)  # noqa: S310
+    assert refused.value.code == 401
+
+    logs = boto3.client(
+        "logs",
+        endpoint_url=running["env"]["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+    def shipped() -> set[str]:
+        events = logs.filter_log_events(logGroupName="cis-app")["events"]
+        lines = [json.loads(e["message"]) for e in events if e["message"].startswith("{")]
+        return {line.get("request_id", "") for line in lines if line.get("logger") == "django.request"}
+
+    eventually(lambda: set(ids) <= shipped(), seconds=60, what="the requests' log lines in CloudWatch Logs")

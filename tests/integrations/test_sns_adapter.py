@@ -355,4 +355,8 @@ def test_setup_aws_twice_gives_the_same_arns_and_one_subscription(aws_sandbox: d
 def test_setup_aws_without_demo_queue_creates_only_the_topic(aws_sandbox: dict[str, Any]) -> None:
     out = io.StringIO()
     call_command("setup_aws", "--no-demo-queue", stdout=out)
-    assert out.getvalue().splitlines() == [f"topic_arn: {aws_sandbox['topic_arn']}", "fifo: False"]
+    assert out.getvalue().splitlines() == [
+        f"topic_arn: {aws_sandbox['topic_arn']}",
+        "fifo: False",
+        f"alerts_topic_arn: {aws_sandbox['alerts_topic_arn']}",
+    ]

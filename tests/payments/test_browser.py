@@ -6,14 +6,12 @@ Needs Debian's `chromium` at /usr/bin/chromium (`make test` installs it when it 
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from orders.domain import OrderQuery, OrderStatus
 from orders.repositories import OrderRepository
@@ -23,40 +21,8 @@ from tests.polling import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 DECLINED_CARD = "4000000000000341"
 GOOD_CARD = "4242424242424242"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"The browser test needs Chromium at {CHROMIUM}: apt-get install chromium")
-    # Playwright's sync API keeps an event loop in this thread, which Django's ORM takes for an
-    # async context; the test's own ORM calls are plain synchronous ones. Only for this module.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    yield page
-    context.close()
 
 
 def fill_card(page: Page, number: str) -> None:

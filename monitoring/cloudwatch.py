@@ -1,0 +1,79 @@
+"""Figures to CloudWatch metrics: each flush of the recorder becomes PutMetricData calls.
+
+Called from the recorder's flush (a background thread outside the test suite), never from a
+request's own path, with per-minute statistic sets (count, sum, min/max) rather than single
+values, in batches. Dimensions stay few (integration, status class, order status) so the
+metrics cost little; the per-endpoint detail stays in the database and /metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+BATCH = 20
+# recorder metric name -> (CloudWatch metric name, dimension name of the label, unit, timed)
+METRICS: dict[str, tuple[str, str, str, bool]] = {
+    "http.request": ("RequestLatency", "StatusClass", "Milliseconds", True),
+    "orders.created": ("OrdersCreated", "", "Count", False),
+    "orders.status": ("OrderStatusChanges", "Status", "Count", False),
+    "delivery.call": ("DeliveryLatency", "Integration", "Milliseconds", True),
+    "delivery.lag": ("DeliveryLag", "Integration", "Milliseconds", True),
+    "delivery.attempts": ("DeliveryAttempts", "Integration", "Count", False),
+    "delivery.succeeded": ("DeliveriesSucceeded", "Integration", "Count", False),
+    "delivery.retrying": ("DeliveriesRetrying", "Integration", "Count", False),
+    "delivery.dead": ("DeliveriesDead", "Integration", "Count", False),
+    "probe": ("ProbeLatency", "Integration", "Milliseconds", True),
+}
+
+
+def metric_data(items: Iterable[tuple[tuple[Any, str, str], Any]]) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = []
+    for (minute, name, label), value in items:
+        known = METRICS.get(name)
+        if known is None:
+            continue
+        metric, dimension, unit, timed = known
+        if name == "http.request":
+            label = label.rpartition("|")[2]
+        dimensions = [{"Name": dimension, "Value": label}] if dimension and label else []
+        datum: dict[str, Any] = {
+            "MetricName": metric,
+            "Dimensions": dimensions,
+            "Timestamp": minute,
+            "Unit": unit,
+        }
+        if timed and value.total:
+            datum["StatisticValues"] = {
+                "SampleCount": float(value.count),
+                "Sum": value.total,
+                "Minimum": 0.0,
+                "Maximum": value.maximum,
+            }
+        else:
+            datum["Value"] = float(value.count)
+            datum["Unit"] = "Count"
+        data.append(datum)
+    return data
+
+
+def put_metrics(items: list[tuple[tuple[Any, str, str], Any]]) -> int:
+    """Send the flushed figures (when CLOUDWATCH_METRICS_ENABLED); returns the calls made."""
+    if not settings.CLOUDWATCH_METRICS_ENABLED:
+        return 0
+    from integrations.aws import aws_client
+
+    data = metric_data(items)
+    client = aws_client("cloudwatch")
+    calls = 0
+    for start in range(0, len(data), BATCH):
+        client.put_metric_data(
+            Namespace=settings.CLOUDWATCH_NAMESPACE, MetricData=data[start : start + BATCH]
+        )
+        calls += 1
+    return calls

@@ -1,0 +1,199 @@
+"""`/metrics` in the Prometheus text format, built from the shared stores at scrape time.
+
+The figures are read from the database (per-minute `MetricBucket` rows, the delivery ledger,
+payments) and the shared circuit state when scraped, so any web process answers with the same
+whole-system figures however many gunicorn workers or hosts there are: nothing is per process.
+Scrape one target (or several behind a load balancer: the answers agree).
+
+Access: with METRICS_TOKEN set, `Authorization: Bearer <token>`; otherwise a staff or monitoring
+user (session or JWT). Counters are cumulative over the retained minutes (MONITORING_RETENTION_DAYS).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Max, Sum
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from rest_framework_simplejwt.authentication import JWTAuthentication
+
+from integrations.models import Delivery, DeliveryState
+from integrations.services import integration_names
+from monitoring import recorder
+from monitoring.models import BUCKET_BOUNDS_MS, BUCKET_FIELDS, MetricBucket, ProbeResult
+from monitoring.permissions import can_read_monitoring
+from monitoring.selectors import circuit_summary, queue_summary
+from payments.models import Payment
+
+CIRCUIT_STATES = ("closed", "half_open", "open")
+
+
+def _histogram(name: str, documentation: str, labels: list[str]) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, documentation, labels=labels)
+
+
+def _buckets(row: dict[str, Any]) -> list[tuple[str, float]]:
+    cumulative, out = 0, []
+    for bound, field in zip((*BUCKET_BOUNDS_MS, None), BUCKET_FIELDS, strict=True):
+        cumulative += row[field] or 0
+        out.append(("+Inf" if bound is None else str(bound / 1000), cumulative))
+    return out
+
+
+class SharedStoreCollector:
+    """Yields every family from the database at collect time."""
+
+    def collect(self) -> Iterator[Any]:
+        recorder.flush()
+        sums = {f: Sum(f) for f in BUCKET_FIELDS}
+        yield from self._histograms(
+            "http.request",
+            "cis_http_request_duration_seconds",
+            "Time to answer a request, by endpoint (method and URL pattern) and status class.",
+            ["endpoint", "status"],
+            lambda label: list(label.rpartition("|")[::2]),
+            sums,
+        )
+        yield from self._histograms(
+            "delivery.call",
+            "cis_delivery_call_duration_seconds",
+            "Time of one call to an integration's provider.",
+            ["integration"],
+            lambda label: [label],
+            sums,
+        )
+        yield from self._histograms(
+            "delivery.lag",
+            "cis_delivery_lag_seconds",
+            "Time from the order event (e.g. payment) to its effect at the integration.",
+            ["integration"],
+            lambda label: [label],
+            sums,
+        )
+        yield from self._histograms(
+            "probe",
+            "cis_probe_duration_seconds",
+            "Time of a synthetic probe call.",
+            ["integration"],
+            lambda label: [label],
+            sums,
+        )
+        orders = CounterMetricFamily("cis_orders", "Orders created and status changes.", labels=["event"])
+        for name, label, n in (
+            MetricBucket.objects.filter(name__in=["orders.created", "orders.status"])
+            .values_list("name", "label")
+            .annotate(n=Sum("count"))
+        ):
+            orders.add_metric(["created" if name == "orders.created" else label], n)
+        yield orders
+        for name, doc in (
+            ("delivery.attempts", "Delivery attempts made."),
+            ("delivery.succeeded", "Delivery attempts that succeeded."),
+            ("delivery.retrying", "Delivery attempts that failed and will be retried."),
+            ("delivery.dead", "Deliveries given up (dead letters)."),
+        ):
+            family = CounterMetricFamily(f"cis_{name.replace('.', '_')}", doc, labels=["integration"])
+            for label, n in (
+                MetricBucket.objects.filter(name=name).values_list("label").annotate(n=Sum("count"))
+            ):
+                family.add_metric([label], n)
+            yield family
+
+        ledger = GaugeMetricFamily(
+            "cis_deliveries", "Deliveries in the ledger by state.", labels=["integration", "state"]
+        )
+        counts = {
+            (i, s): n
+            for i, s, n in Delivery.objects.values_list("integration", "state")
+            .annotate(n=Count("id"))
+            .order_by()
+        }
+        for integration in integration_names():
+            for state in DeliveryState.values:
+                ledger.add_metric([integration, state], counts.get((integration, state), 0))
+        yield ledger
+
+        circuit = GaugeMetricFamily(
+            "cis_circuit_state",
+            "1 for the state each integration's circuit is in.",
+            labels=["integration", "state"],
+        )
+        ratio = GaugeMetricFamily(
+            "cis_circuit_failure_ratio",
+            "Failed share of calls in the breaker's window.",
+            labels=["integration"],
+        )
+        for integration in integration_names():
+            summary = circuit_summary(integration)
+            for state in CIRCUIT_STATES:
+                circuit.add_metric([integration, state], 1.0 if summary["circuit"] == state else 0.0)
+            ratio.add_metric([integration], summary["failure_ratio"])
+        yield circuit
+        yield ratio
+
+        payments = GaugeMetricFamily("cis_payments", "Payment attempts by status.", labels=["status"])
+        for status, n in Payment.objects.values_list("status").annotate(n=Count("id")).order_by():
+            payments.add_metric([status], n)
+        yield payments
+
+        queue = queue_summary()
+        yield GaugeMetricFamily(
+            "cis_queue_depth", "Tasks waiting in the broker.", value=queue["broker_depth"] or 0
+        )
+        yield GaugeMetricFamily(
+            "cis_deliveries_due", "Deliveries due and not yet made.", value=queue["deliveries_due"]
+        )
+        yield GaugeMetricFamily(
+            "cis_oldest_due_delivery_age_seconds",
+            "Age of the oldest due delivery.",
+            value=queue["oldest_due_age_s"],
+        )
+
+        probe = GaugeMetricFamily(
+            "cis_probe_success", "1 if the latest probe succeeded.", labels=["integration"]
+        )
+        latest = ProbeResult.objects.values("integration").annotate(last=Max("id"))
+        for row in ProbeResult.objects.filter(id__in=[r["last"] for r in latest]):
+            probe.add_metric([row.integration], 1.0 if row.ok else 0.0)
+        yield probe
+
+    @staticmethod
+    def _histograms(
+        name: str, metric: str, documentation: str, labels: list[str], split: Any, sums: dict[str, Any]
+    ) -> Iterator[Any]:
+        family = _histogram(metric, documentation, labels)
+        for row in (
+            MetricBucket.objects.filter(name=name).values("label").annotate(total=Sum("total"), **sums)
+        ):
+            family.add_metric(split(row["label"]), _buckets(row), (row["total"] or 0) / 1000)
+        yield family
+
+
+def _allowed(request: HttpRequest) -> bool:
+    header = request.headers.get("Authorization", "")
+    if settings.METRICS_TOKEN:
+        return hmac.compare_digest(header, f"Bearer {settings.METRICS_TOKEN}")
+    if can_read_monitoring(getattr(request, "user", None)):
+        return True
+    try:
+        found = JWTAuthentication().authenticate(request)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - a bad token is simply not allowed
+        return False
+    return bool(found and can_read_monitoring(found[0]))
+
+
+@require_GET
+def prometheus_metrics(request: HttpRequest) -> HttpResponse:
+    if not _allowed(request):
+        response = HttpResponse("Authentication required.\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SharedStoreCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
