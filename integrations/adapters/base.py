@@ -6,6 +6,11 @@ Adapters raise nothing for a delivery's own failure: they say it in its outcome,
 transient (worth retrying: timeouts, 5xx, 429) or permanent (other 4xx, bad configuration).
 An in-memory fake of each adapter serves the unit tests; the real ones are tested against the
 stand-in servers.
+
+Each adapter also has a `probe`: one harmless real call through its client (a sandbox-mode
+email, a timestamp in a health tab, a message marked `probe`) that the synthetic probes of
+`monitoring.probes` time. It answers a short description of what it did, or raises
+`ProbeFailed` saying what went wrong (never a secret).
 """
 
 from __future__ import annotations
@@ -13,6 +18,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from django.conf import settings
+
+DEFAULT_PROBE_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +85,26 @@ class DeliveryOutcome:
         return self.error is None
 
 
+class ProbeFailed(Exception):
+    """A probe's call failed. `error_class` names the failure the way delivery errors do (the
+    provider's error code or the exception's class); the message says why, without secrets."""
+
+    def __init__(self, message: str, *, error_class: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+
+    @classmethod
+    def from_error(cls, error: DeliveryError) -> ProbeFailed:
+        """The failure an adapter's error classification (`DeliveryError`) describes."""
+        status = f"HTTP {error.provider_status}: " if error.provider_status else ""
+        return cls(f"{status}{error.message}", error_class=error.error_class)
+
+
+def probe_timeout_seconds() -> float:
+    """Seconds a probe's call may take: PROBE_TIMEOUT_SECONDS (10 when unset)."""
+    return float(getattr(settings, "PROBE_TIMEOUT_SECONDS", DEFAULT_PROBE_TIMEOUT_SECONDS))
+
+
 @runtime_checkable
 class IntegrationAdapter(Protocol):
     name: ClassVar[str]
@@ -86,6 +115,11 @@ class IntegrationAdapter(Protocol):
         """Perform the deliveries; one outcome per request, in any order. Must not raise for a
         delivery's own failure; may raise for a failure of the whole call (then every delivery
         of the batch is treated as failed transiently)."""
+
+    def probe(self) -> str:
+        """Make one harmless real call to the destination (bounded by PROBE_TIMEOUT_SECONDS
+        where the client takes a timeout) and answer what it did in a few words; raise
+        `ProbeFailed` when it failed."""
 
 
 @dataclass
@@ -98,6 +132,7 @@ class FakeAdapter:
     # Each queued error is used for one delivery, in order; None means success.
     script: list[DeliveryError | None] = field(default_factory=list)
     calls: int = 0
+    probes: int = 0
 
     def deliver(self, requests: list[DeliveryRequest]) -> list[DeliveryOutcome]:
         self.calls += 1
@@ -114,3 +149,11 @@ class FakeAdapter:
             else:
                 outcomes.append(DeliveryOutcome(delivery_id=request.delivery_id, error=error))
         return outcomes
+
+    def probe(self) -> str:
+        """Counts the probe; the next scripted error, if any, makes it fail."""
+        self.probes += 1
+        error = self.script.pop(0) if self.script else None
+        if error is not None:
+            raise ProbeFailed.from_error(error)
+        return "fake probe ok"

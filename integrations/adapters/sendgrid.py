@@ -42,7 +42,13 @@ from sendgrid.helpers.mail import (
 )
 from sendgrid.helpers.mail.exceptions import SendGridException
 
-from integrations.adapters.base import DeliveryError, DeliveryOutcome, DeliveryRequest
+from integrations.adapters.base import (
+    DeliveryError,
+    DeliveryOutcome,
+    DeliveryRequest,
+    ProbeFailed,
+    probe_timeout_seconds,
+)
 from orders.money import format_money
 
 DEFAULT_API_BASE = "http://127.0.0.1:8425"
@@ -219,6 +225,40 @@ class SendGridAdapter:
             backoff = outcome.backoff_seconds
             outcomes.append(outcome)
         return outcomes
+
+    def probe(self) -> str:
+        """One Mail Send call in sandbox mode: SendGrid checks the key and the message and
+        answers 200 without sending anything (the sender writes to itself, so even a SendGrid
+        that ignored sandbox mode would mail no customer)."""
+        timeout = probe_timeout_seconds()
+        client = self._client()
+        client.client.timeout = timeout
+        from_email = getattr(settings, "SENDGRID_FROM_EMAIL", DEFAULT_FROM_EMAIL)
+        mail = Mail(
+            from_email=From(from_email),
+            to_emails=To(from_email),
+            subject="Synthetic probe (sandbox mode, never sent)",
+            plain_text_content=PlainTextContent("A monitoring probe of the SendGrid integration.\n"),
+        )
+        mail.custom_arg = [CustomArg("probe", "true")]
+        mail.mail_settings = MailSettings(sandbox_mode=SandBoxMode(True))
+        try:
+            response = client.send(mail)
+        except HTTPError as exc:
+            error = DeliveryError.from_http(
+                int(exc.status_code), _error_message(exc.body), error_class=type(exc).__name__
+            )
+            raise ProbeFailed.from_error(error) from exc
+        except TimeoutError as exc:
+            raise ProbeFailed(f"no answer within {timeout} s", error_class="Timeout") from exc
+        except urllib.error.URLError as exc:
+            error_class = "Timeout" if isinstance(exc.reason, TimeoutError) else "ConnectionError"
+            raise ProbeFailed(f"cannot reach SendGrid: {exc.reason}", error_class=error_class) from exc
+        except (http.client.HTTPException, OSError) as exc:
+            raise ProbeFailed(
+                f"connection to SendGrid failed: {exc!r}", error_class="ConnectionError"
+            ) from exc
+        return f"sandbox send accepted ({response.status_code})"
 
     def _deliver_one(
         self, client: SendGridAPIClient, request: DeliveryRequest, *, from_email: str, sandbox_mode: bool

@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -43,13 +43,20 @@ import gspread
 import requests
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
 from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 from google.oauth2.service_account import Credentials as ServiceAccountCredentials
 from gspread.exceptions import APIError, GSpreadException, SpreadsheetNotFound, WorksheetNotFound
 from gspread.http_client import HTTPClient
 from gspread.utils import InsertDataOption, ValueInputOption
 
-from integrations.adapters.base import DeliveryError, DeliveryOutcome, DeliveryRequest
+from integrations.adapters.base import (
+    DeliveryError,
+    DeliveryOutcome,
+    DeliveryRequest,
+    ProbeFailed,
+    probe_timeout_seconds,
+)
 from orders.money import decimal_text
 
 SHEETS_API = "https://sheets.googleapis.com"
@@ -402,6 +409,32 @@ class SheetsAdapter:
             else:
                 self._write(worksheet, plans, index, outcomes, config=config)
         return [outcomes[request.delivery_id] for request in requests]
+
+    def probe(self) -> str:
+        """Write the time to A1:B1 of the health tab (SHEETS_HEALTH_WORKSHEET, "_health") of the
+        configured spreadsheet, adding the tab if it is missing. The orders tab is never touched."""
+        config = self.config
+        title = str(getattr(settings, "SHEETS_HEALTH_WORKSHEET", "") or "_health")
+        if title.casefold() == config.worksheet.casefold():
+            raise ProbeFailed(
+                f"SHEETS_HEALTH_WORKSHEET is the orders tab ({title!r}); the probe will not write there",
+                error_class="ImproperlyConfigured",
+            )
+        health = replace(config, worksheet=title, timeout_seconds=probe_timeout_seconds())
+        stamp = timezone.now().isoformat(timespec="seconds")
+        try:
+            worksheet = self._worksheet(health)
+            # gspread puts the tab's own name in front of the range.
+            worksheet.update([["last probe", stamp]], "A1:B1", value_input_option=ValueInputOption.raw)
+        except _FAILURES as exc:
+            error, _backoff = classify(exc)
+            if not error.transient:
+                # The tab or the spreadsheet may be gone or renamed: look again next time.
+                with _connections_lock:
+                    for connection in _connections.values():
+                        connection.worksheets.pop((health.spreadsheet_id, title), None)
+            raise ProbeFailed.from_error(error) from exc
+        return f"wrote {stamp} to {title}!A1:B1"
 
     # --- steps ---
 

@@ -18,19 +18,24 @@ import hashlib
 import json
 import logging
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from botocore import exceptions as botocore_exceptions
 from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
 
-from integrations.adapters.base import DeliveryError, DeliveryOutcome, DeliveryRequest
+from integrations.adapters.base import DeliveryError, DeliveryOutcome, DeliveryRequest, ProbeFailed
 from integrations.aws import AwsConfig, aws_client, sns_topic_arn
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# The event type of the synthetic probe's messages; they also carry the attribute probe = "true"
+# so that subscribers can filter them out (a filter policy on event_type drops them already).
+PROBE_EVENT_TYPE = "monitoring.probe"
 # SNS's limit for one message, and for the sum of the messages of one PublishBatch.
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_BATCH_ENTRIES = 10
@@ -210,6 +215,40 @@ class SnsAdapter:
             else:
                 outcomes.extend(self._publish_batch(client, topic_arn, chunk))
         return outcomes
+
+    def probe(self) -> str:
+        """Publish one message marked `probe` = "true" (and event_type "monitoring.probe") to the
+        order-events topic. The client's own timeouts (5 s to connect, 5 s to read, one attempt;
+        see `integrations.aws`) bound it."""
+        try:
+            topic_arn = self._topic_arn or sns_topic_arn()
+            client = aws_client("sns")
+            fifo = AwsConfig.from_settings().fifo or topic_arn.endswith(".fifo")
+            probe_id = uuid.uuid4().hex
+            fields: dict[str, Any] = {
+                "Message": json.dumps(
+                    {
+                        "schema_version": SCHEMA_VERSION,
+                        "event_type": PROBE_EVENT_TYPE,
+                        "probe": True,
+                        "probe_id": probe_id,
+                        "occurred_at": timezone.now().isoformat(),
+                    },
+                    separators=(",", ":"),
+                ),
+                "MessageAttributes": {
+                    "probe": {"DataType": "String", "StringValue": "true"},
+                    "event_type": {"DataType": "String", "StringValue": PROBE_EVENT_TYPE},
+                },
+            }
+            if fifo:
+                fields["MessageGroupId"] = "monitoring-probe"
+                fields["MessageDeduplicationId"] = probe_id
+            response = client.publish(TopicArn=topic_arn, **fields)
+        except (botocore_exceptions.BotoCoreError, botocore_exceptions.ClientError) as exc:
+            error, _backoff = classify_error(exc)
+            raise ProbeFailed.from_error(error) from exc
+        return f"published message {response['MessageId']}"
 
     def _message(self, request: DeliveryRequest, *, fifo: bool) -> _Message | DeliveryError:
         """The message for one delivery, or why it can never be sent."""

@@ -141,6 +141,10 @@ class PaymentGateway(Protocol):
     def parse_event(self, payload: dict[str, Any]) -> WebhookEventData:
         """An event from its stored payload (for replays); `InvalidWebhook` if malformed."""
 
+    def probe(self) -> str:
+        """One harmless read from the provider (the synthetic probe): a few words on what it
+        found; `GatewayError` or `GatewayRequestRefused` when it failed."""
+
 
 @cache
 def _load(path: str) -> PaymentGateway:

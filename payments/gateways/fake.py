@@ -113,6 +113,11 @@ class FakeGateway:
         self._maybe_fail()
         return f"seti_fake_{next(self._ids)}_secret"
 
+    def probe(self) -> str:
+        self.calls.append(("probe", ""))
+        self._maybe_fail()
+        return "fake balance read"
+
     def verify_webhook(self, payload: bytes, signature: str) -> WebhookEventData:
         raise InvalidWebhook("the fake gateway receives no webhooks")
 

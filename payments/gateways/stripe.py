@@ -7,6 +7,7 @@ with the SDK's own retries off (ours are explicit) and an idempotency key on eve
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -160,6 +161,19 @@ class StripeGateway:
         with _translated_errors():
             page = self.client.v1.refunds.list(params={"payment_intent": intent_id, "limit": 100})
             return [_refund_result(_plain(refund), intent_id=intent_id) for refund in page.auto_paging_iter()]
+
+    def probe(self) -> str:
+        """Read the account's balance (GET /v1/balance): proves the key and the connection and
+        changes nothing. Bounded by PROBE_TIMEOUT_SECONDS (whole seconds, at least one)."""
+        timeout = max(1, math.ceil(float(getattr(settings, "PROBE_TIMEOUT_SECONDS", 10))))
+        client = _client(settings.STRIPE_SECRET_KEY, settings.STRIPE_API_BASE, timeout)
+        with _translated_errors():
+            balance = _plain(client.v1.balance.retrieve())
+        available = balance.get("available") or []
+        # Stripe answers a list of {amount, currency}; localstripe a single one.
+        funds = available if isinstance(available, list) else [available]
+        currencies = sorted({str(f.get("currency", "")).upper() for f in funds if isinstance(f, dict)} - {""})
+        return f"balance read ({', '.join(currencies) or 'no funds'})"
 
     def create_setup_intent(self, *, idempotency_key: str) -> str:
         with _translated_errors():
