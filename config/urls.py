@@ -28,6 +28,7 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("webhooks/stripe", stripe_webhook, name="stripe-webhook"),
     path("accounts/", include("orders.account_urls")),
+    path("ops/", include("monitoring.urls")),
     path("metrics", prometheus_metrics, name="prometheus-metrics"),
     path("", include("payments.urls")),  # /orders/<id>/pay/...: before the order pages
     path("", include("orders.urls")),
