@@ -400,7 +400,19 @@ LOGGING = {
         "console": {"()": "monitoring.logs.ConsoleFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+            "level": LOG_LEVEL,
+        },
+        # The apps' structured events (`extra={"event": ...}`) become monitoring's figures,
+        # errors and alerts (monitoring.observer), whatever LOG_LEVEL shows.
+        "events": {"class": "monitoring.observer.EventHandler", "level": "DEBUG"},
+    },
+    "loggers": {
+        app: {"handlers": ["events"], "level": "DEBUG", "propagate": True}
+        for app in ("orders", "payments", "integrations")
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
@@ -409,6 +421,7 @@ if CLOUDWATCH_LOGS_ENABLED:
         "()": "monitoring.logs.cloudwatch_handler",
         "formatter": "json",
         "filters": ["context"],
+        "level": LOG_LEVEL,
     }
     LOGGING["root"]["handlers"].append("cloudwatch")
 

@@ -17,7 +17,6 @@ Clients make one attempt per call with short timeouts: the delivery ledger decid
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -158,9 +157,9 @@ def aws_setup(*, demo_queue: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"topic_arn": topic_arn, "fifo": config.fifo}
     # CloudWatch Logs' group for the application's lines (monitoring.logs), when it ships them.
     if getattr(settings, "CLOUDWATCH_LOGS_ENABLED", False):
-        logs = aws_client("logs")
-        with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
-            logs.create_log_group(logGroupName=settings.CLOUDWATCH_LOG_GROUP)
+        from integrations.cloudwatch import ensure_log_group
+
+        ensure_log_group(settings.CLOUDWATCH_LOG_GROUP)
         result["log_group"] = settings.CLOUDWATCH_LOG_GROUP
     # The operators' alerts topic (monitoring.services.alert_raise): a standard topic of its own.
     alerts_arn = sns.create_topic(Name=alerts_topic_name())["TopicArn"]

@@ -142,15 +142,19 @@ class CircuitBreaker:
                     current.opened_at = now
             self._store(current)
         if opened:
-            from monitoring.services import alert_raise
-
-            alert_raise(subject=self.integration, kind="circuit_open", message=f"circuit opened: {opened}")
+            # A structured event: monitoring alerts on it (after the lock, never under it).
+            logger.warning(
+                "Circuit of %s opened: %s",
+                self.integration,
+                opened,
+                extra={"event": "circuit.opened", "integration": self.integration},
+            )
 
     def reset(self) -> None:
         shared_cache().delete(self.key)
 
     def _change(self, current: BreakerState, to_state: str, reason: str) -> None:
-        logger.warning("Circuit of %s: %s → %s (%s)", self.integration, current.state, to_state, reason)
+        logger.info("Circuit of %s: %s → %s (%s)", self.integration, current.state, to_state, reason)
         CircuitEvent.objects.create(
             integration=self.integration, from_state=current.state, to_state=to_state, reason=reason
         )

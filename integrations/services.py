@@ -42,8 +42,6 @@ from integrations.resilience import (
     exclusive,
     shared_cache,
 )
-from monitoring import context, recorder
-from monitoring.services import alert_raise, error_record_many
 from orders.domain import Actor, OrderError
 from orders.repositories import OrderRepository, get_order_repository
 
@@ -294,8 +292,7 @@ def _deliver(
     report.calls += 1
     started = time.perf_counter()
     try:
-        with context.bind(integration=adapter.name):
-            outcomes = {o.delivery_id: o for o in adapter.deliver(requests)}
+        outcomes = {o.delivery_id: o for o in adapter.deliver(requests)}
     except Exception as exc:
         logger.exception("%s adapter failed a whole batch", adapter.name)
         error = DeliveryError(transient=True, error_class=type(exc).__name__, message=str(exc)[:1000])
@@ -305,7 +302,13 @@ def _deliver(
             transient=True, error_class="MissingOutcome", message="the adapter said nothing of it"
         )
     latency_ms = (time.perf_counter() - started) * 1000
-    recorder.observe("delivery.call", latency_ms, label=adapter.name)
+    logger.debug(
+        "%s: one call for %s deliveries took %.1f ms",
+        adapter.name,
+        len(claimed),
+        latency_ms,
+        extra={"event": "delivery.call", "integration": adapter.name, "latency_ms": latency_ms},
+    )
     for delivery in claimed:
         delivery.latency_ms = round(latency_ms, 2)
     results = [outcomes.get(d.id) or DeliveryOutcome(delivery_id=d.id, error=error) for d in claimed]
@@ -371,44 +374,42 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
         ],
     )
     report.outcomes.extend(results)
-    _monitor(claimed, by_id, now)
+    _report(claimed, now)
 
 
-def _monitor(claimed: list[Delivery], by_id: dict[uuid.UUID, DeliveryOutcome], now: Any) -> None:
-    """Figures (outcomes, lag from the order event to the effect), errors and alerts of a batch."""
-    integration = claimed[0].integration
-    recorder.count("delivery.attempts", label=integration, n=len(claimed))
-    states: dict[str, int] = {}
+def _report(claimed: list[Delivery], now: datetime) -> None:
+    """Log each outcome as a structured `delivery.outcome` event (monitoring counts them, keeps
+    the failures as errors and alerts on dead letters): a success at DEBUG with the lag from the
+    order event to the effect, a retry at INFO, a dead letter at WARNING."""
     for delivery in claimed:
-        states[delivery.state] = states.get(delivery.state, 0) + 1
+        extra: dict[str, Any] = {
+            "event": "delivery.outcome",
+            "integration": delivery.integration,
+            "order_id": delivery.order_id,
+            "state": delivery.state,
+        }
         if delivery.state == DeliveryState.SUCCEEDED:
             event_at = _event_at(delivery.payload)
             if event_at is not None:
-                recorder.observe(
-                    "delivery.lag", max(0.0, (now - event_at).total_seconds() * 1000), label=integration
-                )
-    for state, n in states.items():
-        recorder.count(f"delivery.{state}", label=integration, n=n)
-    failed = [d for d in claimed if d.state != DeliveryState.SUCCEEDED]
-    error_record_many(
-        [
-            {
-                "source": "delivery",
-                "integration": d.integration,
-                "order_id": d.order_id,
-                "error_class": d.last_error_class or "DeliveryError",
-                "message": f"{d.event_type} attempt {d.attempts} ({d.state}): {d.last_error_message}",
-            }
-            for d in failed
-        ]
-    )
-    dead = [d for d in failed if d.state == DeliveryState.DEAD]
-    if dead:
-        alert_raise(
-            subject=integration,
-            kind="dead_letter",
-            message=f"{integration} deliveries are being dead-lettered (given up); first error:"
-            f" {dead[-1].last_error_class}: {dead[-1].last_error_message}"[:1000],
+                extra["lag_ms"] = max(0.0, (now - event_at).total_seconds() * 1000)
+            logger.debug(
+                "%s delivered %s of order %s",
+                delivery.integration,
+                delivery.event_type,
+                delivery.order_id,
+                extra=extra,
+            )
+            continue
+        extra["error_class"] = delivery.last_error_class or "DeliveryError"
+        logger.log(
+            logging.WARNING if delivery.state == DeliveryState.DEAD else logging.INFO,
+            "%s attempt %s of %s (%s): %s",
+            delivery.event_type,
+            delivery.attempts,
+            delivery.integration,
+            delivery.state,
+            delivery.last_error_message,
+            extra=extra,
         )
 
 

@@ -1,4 +1,5 @@
-"""Figures to CloudWatch metrics: each flush of the recorder becomes PutMetricData calls.
+"""Figures to CloudWatch metrics: each flush of the recorder becomes PutMetricData calls
+(integrations.cloudwatch).
 
 Called from the recorder's flush (a background thread outside the test suite), never from a
 request's own path, with per-minute statistic sets (count, sum, min/max) rather than single
@@ -16,7 +17,6 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-BATCH = 20
 # recorder metric name -> (CloudWatch metric name, dimension name of the label, unit, timed)
 METRICS: dict[str, tuple[str, str, str, bool]] = {
     "http.request": ("RequestLatency", "StatusClass", "Milliseconds", True),
@@ -66,14 +66,6 @@ def put_metrics(items: list[tuple[tuple[Any, str, str], Any]]) -> int:
     """Send the flushed figures (when CLOUDWATCH_METRICS_ENABLED); returns the calls made."""
     if not settings.CLOUDWATCH_METRICS_ENABLED:
         return 0
-    from integrations.aws import aws_client
+    from integrations.cloudwatch import put_metric_data
 
-    data = metric_data(items)
-    client = aws_client("cloudwatch")
-    calls = 0
-    for start in range(0, len(data), BATCH):
-        client.put_metric_data(
-            Namespace=settings.CLOUDWATCH_NAMESPACE, MetricData=data[start : start + BATCH]
-        )
-        calls += 1
-    return calls
+    return put_metric_data(settings.CLOUDWATCH_NAMESPACE, metric_data(items))

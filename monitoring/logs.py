@@ -5,17 +5,14 @@
 - `JsonFormatter` (python-json-logger) writes one JSON object per line with timestamp, level,
   logger, message and those fields.
 - `ConsoleFormatter` writes ``time LEVEL logger [request order integration event] message``.
-- `cloudwatch_handler()` ships the JSON lines to CloudWatch Logs through watchtower, which
-  batches them on a background thread: a request never waits on CloudWatch, and when CloudWatch
-  cannot be reached the lines are dropped with a warning, not the request.
+- `cloudwatch_handler()` ships the JSON lines to CloudWatch Logs (integrations.cloudwatch,
+  watchtower: batched on a background thread; a request never waits on CloudWatch, and when it
+  cannot be reached the lines are dropped with a warning, not the request).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import sys
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
@@ -70,27 +67,12 @@ class ConsoleFormatter(logging.Formatter):
 
 
 def cloudwatch_handler(**kwargs: Any) -> logging.Handler:
-    """A watchtower handler on the configured endpoint (moto outside production)."""
-    import watchtower
+    """The CloudWatch Logs handler (integrations.cloudwatch) writing these JSON lines."""
     from django.conf import settings
 
-    from integrations.aws import aws_client
+    from integrations.cloudwatch import log_handler
 
-    client = aws_client("logs")
-    try:
-        client.create_log_group(logGroupName=settings.CLOUDWATCH_LOG_GROUP)
-    except client.exceptions.ResourceAlreadyExistsException:
-        pass
-    except Exception as exc:  # noqa: BLE001 - CloudWatch down must not stop the app starting
-        logging.getLogger(__name__).warning("CloudWatch Logs unreachable at start: %s", type(exc).__name__)
-    handler = watchtower.CloudWatchLogHandler(
-        log_group_name=settings.CLOUDWATCH_LOG_GROUP,
-        log_stream_name=f"{socket.gethostname()}/{os.path.basename(sys.argv[0]) or 'python'}/{{process_id}}",
-        boto3_client=client,
-        create_log_group=False,
-        send_interval=kwargs.pop("send_interval", 5),
-        **kwargs,
-    )
+    handler = log_handler(group=settings.CLOUDWATCH_LOG_GROUP, send_interval=kwargs.get("send_interval", 5))
     handler.setFormatter(JsonFormatter())
     handler.addFilter(ContextFilter())
     return handler

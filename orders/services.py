@@ -135,7 +135,9 @@ def order_place(
                 at=now,
             )
             repository.add(order, outbox=())
-            transaction.on_commit(partial(_count_events, [("orders.created", order.status.value)]))
+            transaction.on_commit(
+                partial(_report_events, order.id, [(EventType.CREATED, order.status.value)])
+            )
     except DuplicateOrder:
         # Another request with the same key won the race; its transaction has committed.
         earlier = repository.get_by_idempotency_key(scope=idempotency_scope, key=idempotency_key)
@@ -264,13 +266,13 @@ def _apply(
                     return order
                 messages = [*_notifications(order), *(outbox(order) if outbox else ())]
                 changes = [
-                    ("orders.status", event.to_status.value)
+                    (event.type, event.to_status.value)
                     for event in order.pending_events
                     if event.type == EventType.STATUS_CHANGED and event.to_status is not None
                 ]
                 repository.save(order, outbox=messages)
                 if changes:
-                    transaction.on_commit(partial(_count_events, changes))
+                    transaction.on_commit(partial(_report_events, order.id, changes))
                 if messages:
                     transaction.on_commit(partial(_outbox_committed, [order.id]))
                 return order
@@ -309,12 +311,19 @@ def _notifications(order: Order) -> list[OutboxMessage]:
     ]
 
 
-def _count_events(events: list[tuple[str, str]]) -> None:
-    """Orders created and status changes, for the monitoring figures (after the commit)."""
-    from monitoring import recorder
-
-    for name, label in events:
-        recorder.count(name, label=label)
+def _report_events(order_id: uuid.UUID, events: list[tuple[EventType, str]]) -> None:
+    """Log an order's creation and status changes once committed, as structured events
+    (`order.created`, `order.status_changed`) for whoever watches: the monitoring figures."""
+    for type_, status in events:
+        if type_ == EventType.CREATED:
+            logger.info("Order %s placed", order_id, extra={"event": "order.created", "order_id": order_id})
+        else:
+            logger.info(
+                "Order %s is now %s",
+                order_id,
+                status,
+                extra={"event": "order.status_changed", "order_id": order_id, "status": status},
+            )
 
 
 def _outbox_committed(order_ids: list[uuid.UUID]) -> None:

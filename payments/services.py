@@ -19,7 +19,6 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Sum
 from django.utils import timezone
 
-from monitoring.services import error_record
 from orders import services as order_services
 from orders.domain import Actor, Order, OrderError, OrderStatus
 from orders.repositories import OrderRepository, get_order_repository
@@ -238,11 +237,16 @@ def _apply_intent(
         if new_status == PaymentStatus.FAILED and current != PaymentStatus.FAILED:
             payment.failure_code = intent.error_code[:100]
             payment.failure_message = intent.error_message[:500]
-            error_record(
-                source="payment",
-                order_id=payment.order_id,
-                error_class=payment.failure_code or "payment_failed",
-                message=f"attempt {payment.attempt}: {payment.failure_message or 'the payment failed'}",
+            logger.warning(
+                "Payment attempt %s of order %s failed: %s",
+                payment.attempt,
+                payment.order_id,
+                payment.failure_message or "no reason given",
+                extra={
+                    "event": "payment.failed",
+                    "order_id": payment.order_id,
+                    "error_class": payment.failure_code or "payment_failed",
+                },
             )
         payment.status = new_status
         payment.intent_id = intent.intent_id or payment.intent_id
@@ -370,7 +374,12 @@ def payment_refund(
         )
     except GatewayRequestRefused as exc:
         Refund.objects.filter(id=refund.id).update(status=RefundStatus.FAILED, failure_message=str(exc)[:500])
-        error_record(source="payment", order_id=order_id, error_class="RefundRefused", message=str(exc))
+        logger.warning(
+            "Stripe refused a refund of order %s: %s",
+            order_id,
+            exc,
+            extra={"event": "refund.refused", "order_id": order_id, "error_class": "RefundRefused"},
+        )
         raise RefundRefused(f"Stripe refused the refund: {exc}", field="non_field_errors") from exc
     return refund_apply(refund_id=refund.id, result=result, actor=actor, repository=repository)
 
@@ -472,8 +481,12 @@ def webhook_process(*, event_pk: int, again: bool = False) -> WebhookEvent:
             error=f"{type(exc).__name__}: {exc}"[:2000],
             attempts=F("attempts") + 1,
         )
-        logger.exception("Webhook event %s failed", event_pk)
-        error_record(source="webhook", error_class=type(exc).__name__, message=f"event {event_pk}: {exc}")
+        logger.exception(
+            "Webhook event %s failed: %s",
+            event_pk,
+            exc,
+            extra={"event": "webhook.failed", "error_class": type(exc).__name__},
+        )
         raise
 
 
