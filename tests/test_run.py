@@ -266,7 +266,7 @@ def test_figures_and_logs_are_shared_by_every_web_process(running: dict[str, Any
         )
         assert status == 401
     eventually(
-        lambda: counted() == before + len(ids), seconds=30, what=f"{len(ids)} more requests in /metrics"
+        lambda: counted() == before + len(ids), seconds=90, what=f"{len(ids)} more requests in /metrics"
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{base}/metrics", timeout=10)  # noqa: S310
@@ -285,4 +285,4 @@ def test_figures_and_logs_are_shared_by_every_web_process(running: dict[str, Any
         lines = [json.loads(e["message"]) for e in events if e["message"].startswith("{")]
         return {line.get("request_id", "") for line in lines if line.get("logger") == "django.request"}
 
-    eventually(lambda: set(ids) <= shipped(), seconds=60, what="the requests' log lines in CloudWatch Logs")
+    eventually(lambda: set(ids) <= shipped(), seconds=90, what="the requests' log lines in CloudWatch Logs")

@@ -1,5 +1,7 @@
 """Fixtures of the monitoring tests: the stand-in servers, re-exported from where they live."""
 
+import pytest
+
 from tests.integrations.conftest import (  # noqa: F401 - fixtures
     aws_sandbox,
     moto_server_url,
@@ -9,3 +11,17 @@ from tests.integrations.conftest import (  # noqa: F401 - fixtures
     sheets_sandbox_server,
 )
 from tests.payments.conftest import stripe_api, stripe_sandbox  # noqa: F401 - fixtures
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shared_state(db: None) -> None:
+    """Circuits and the 5xx counter live in the shared cache, which is Redis (kept between tests)
+    on the CI's PostgreSQL + Redis pass: each test starts with every circuit closed."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from integrations.resilience import CircuitBreaker, shared_cache
+
+    for name in (*settings.INTEGRATIONS, "email", "sheets", "sns"):
+        CircuitBreaker(name).reset()
+    shared_cache().delete(f"http5xx:{timezone.now():%Y%m%d%H%M}")
