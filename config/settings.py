@@ -384,6 +384,9 @@ CLOUDWATCH_LOGS_ENABLED = env.bool("CLOUDWATCH_LOGS_ENABLED", default=False)
 CLOUDWATCH_METRICS_ENABLED = env.bool("CLOUDWATCH_METRICS_ENABLED", default=False)
 CLOUDWATCH_LOG_GROUP = env.str("CLOUDWATCH_LOG_GROUP", default="cis-app")
 CLOUDWATCH_NAMESPACE = env.str("CLOUDWATCH_NAMESPACE", default="CIS")
+# Seconds between PutMetricData sends, and between watchtower's batches of log lines.
+CLOUDWATCH_METRICS_SECONDS = env.float("CLOUDWATCH_METRICS_SECONDS", default=60.0)
+CLOUDWATCH_LOGS_SEND_SECONDS = env.float("CLOUDWATCH_LOGS_SEND_SECONDS", default=15.0)
 
 # --- Logging --------------------------------------------------------------------------------
 # JSON lines in production (timestamp, level, logger, message, request_id, order_id,

@@ -9,7 +9,11 @@ metrics cost little; the per-endpoint detail stays in the database and /metrics.
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -62,10 +66,52 @@ def metric_data(items: Iterable[tuple[tuple[Any, str, str], Any]]) -> list[dict[
     return data
 
 
+_lock = threading.Lock()
+_pending: dict[tuple[Any, str, str], Any] = {}
+_last_sent = {"at": 0.0}
+
+
 def put_metrics(items: list[tuple[tuple[Any, str, str], Any]]) -> int:
-    """Send the flushed figures (when CLOUDWATCH_METRICS_ENABLED); returns the calls made."""
+    """Send the flushed figures (when CLOUDWATCH_METRICS_ENABLED); returns the calls made.
+
+    Flushes are gathered and sent once every CLOUDWATCH_METRICS_SECONDS (a minute: CloudWatch
+    stores them per minute anyway), so the background thread calls CloudWatch rarely; with
+    figures written through (MONITORING_FLUSH_SECONDS = 0) each flush is sent at once.
+    """
     if not settings.CLOUDWATCH_METRICS_ENABLED:
         return 0
+    with _lock:
+        for key, value in items:
+            _merge(_pending, key, value)
+        due = (
+            settings.MONITORING_FLUSH_SECONDS <= 0
+            or time.monotonic() - _last_sent["at"] >= settings.CLOUDWATCH_METRICS_SECONDS
+        )
+        if not due:
+            return 0
+        batch = list(_pending.items())
+        _pending.clear()
+        _last_sent["at"] = time.monotonic()
     from integrations.cloudwatch import put_metric_data
 
-    return put_metric_data(settings.CLOUDWATCH_NAMESPACE, metric_data(items))
+    return put_metric_data(settings.CLOUDWATCH_NAMESPACE, metric_data(batch))
+
+
+def _merge(into: dict[tuple[Any, str, str], Any], key: tuple[Any, str, str], value: Any) -> None:
+    known = into.get(key)
+    if known is None:
+        into[key] = copy.deepcopy(value)
+        return
+    known.count += value.count
+    known.total += value.total
+    known.maximum = max(known.maximum, value.maximum)
+    known.buckets = [a + b for a, b in zip(known.buckets, value.buckets, strict=True)]
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _pending.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -72,7 +72,10 @@ def cloudwatch_handler(**kwargs: Any) -> logging.Handler:
 
     from integrations.cloudwatch import log_handler
 
-    handler = log_handler(group=settings.CLOUDWATCH_LOG_GROUP, send_interval=kwargs.get("send_interval", 5))
+    handler = log_handler(
+        group=settings.CLOUDWATCH_LOG_GROUP,
+        send_interval=kwargs.get("send_interval", settings.CLOUDWATCH_LOGS_SEND_SECONDS),
+    )
     handler.setFormatter(JsonFormatter())
     handler.addFilter(ContextFilter())
     return handler
