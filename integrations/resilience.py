@@ -37,7 +37,7 @@ def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
 
 
 @contextmanager
-def _locked(key: str, *, timeout: float = 5.0) -> Iterator[None]:
+def shared_lock(key: str, *, timeout: float = 5.0) -> Iterator[None]:
     """A short cross-process lock on `key`."""
     cache = shared_cache()
     token = uuid.uuid4().hex
@@ -84,7 +84,7 @@ class CircuitBreaker:
     def allow(self) -> str:
         """May a call be made now: "closed" (yes), "probe" (one small call, half-open) or "open"."""
         now = time.time()
-        with _locked(self.key):
+        with shared_lock(self.key):
             current = self._load()
             if current.state == CircuitState.CLOSED:
                 return "closed"
@@ -109,7 +109,7 @@ class CircuitBreaker:
     def record(self, *, failed: bool, reason: str = "") -> None:
         now = time.time()
         opened = ""
-        with _locked(self.key):
+        with shared_lock(self.key):
             current = self._load()
             recent = [(t, f) for t, f in (current.recent or []) if now - t <= settings.BREAKER_WINDOW_SECONDS]
             recent.append((now, failed))
@@ -171,7 +171,7 @@ class RateLimiter:
     def reserve(self, cost: int = 1) -> float:
         """Take `cost` slots if they are free now (returns 0), else say how many seconds to wait."""
         now = time.time()
-        with _locked(self.key):
+        with shared_lock(self.key):
             next_free = shared_cache().get(self.key) or 0.0
             if next_free > now:
                 return next_free - now
@@ -204,6 +204,6 @@ class Pause:
 
     def extend(self, seconds: float) -> None:
         until = time.time() + seconds
-        with _locked(self.key):
+        with shared_lock(self.key):
             if until > (shared_cache().get(self.key) or 0.0):
                 shared_cache().set(self.key, until, timeout=int(seconds) + 60)

@@ -91,12 +91,12 @@ def alert_raise(*, subject: str, kind: str, message: str) -> Alert | None:
     published to the alerts SNS topic once the transaction commits. Returns the alert, or None
     when it could not even be stored.
     """
-    from integrations.resilience import _locked
+    from integrations.resilience import shared_lock
 
     message = scrub(message)[:MESSAGE_LIMIT]
     now = timezone.now()
     try:
-        with _locked(f"alert:{subject}"), transaction.atomic():
+        with shared_lock(f"alert:{subject}"), transaction.atomic():
             recent = (
                 Alert.objects.select_for_update()
                 .filter(subject=subject, last_at__gte=now - timedelta(seconds=settings.ALERT_DEDUP_SECONDS))
