@@ -62,8 +62,12 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [f"{name}={getattr(record, name)}" for name in context.FIELDS if getattr(record, name, "")]
+        # Set only while formatting: the same record goes on to other handlers (JSON, CloudWatch).
         record.context = f"[{' '.join(parts)}] " if parts else ""
-        return scrub(super().format(record))
+        try:
+            return scrub(super().format(record))
+        finally:
+            del record.context
 
 
 def cloudwatch_handler(**kwargs: Any) -> logging.Handler:

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.django_db
 
 
 def capture(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO, logging.Handler]:
+    context.start_request("")  # nothing left from an earlier test's request on this thread
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
@@ -44,7 +45,6 @@ def root_json() -> Iterator[io.StringIO]:
 
 
 def test_a_json_line_has_the_fields_of_its_context() -> None:
-    context.start_request("")  # nothing left from an earlier test's request on this thread
     logger, stream, _ = capture(JsonFormatter())
     order_id = uuid.uuid4()
     with context.bind(request_id="req-1", order_id=order_id, integration="email", event="delivery.dead"):
@@ -160,3 +160,15 @@ def test_cloudwatch_down_breaks_nothing(settings: Any, api: APIClient) -> None:
         # The lines are dropped with a warning on watchtower's thread, not an error in the request.
         with pytest.warns(watchtower.WatchtowerWarning, match="Failed to deliver logs"):
             handler.close()
+
+
+def test_the_console_line_leaves_nothing_on_the_record_for_the_json_line() -> None:
+    logger, stream, _ = capture(ConsoleFormatter())
+    json_stream = io.StringIO()
+    json_handler = logging.StreamHandler(json_stream)
+    json_handler.setFormatter(JsonFormatter())
+    logger.addHandler(json_handler)
+    logger.warning("one line, two handlers")
+    assert set(json.loads(json_stream.getvalue())) >= {"timestamp", "level", "logger", "message"}
+    assert "context" not in json.loads(json_stream.getvalue())
+    assert stream.getvalue().strip().endswith(f"WARNING {logger.name} one line, two handlers")
