@@ -459,6 +459,17 @@ def integrations_overview() -> list[dict[str, Any]]:
     return result
 
 
+def dead_letters(*, integration: str, limit: int) -> list[dict[str, Any]]:
+    """The latest dead-lettered deliveries of an integration."""
+    return list(
+        Delivery.objects.filter(integration=integration, state=DeliveryState.DEAD)
+        .order_by("-dead_at", "-updated_at")
+        .values(
+            "id", "order_id", "event_type", "attempts", "last_error_class", "last_error_message", "dead_at"
+        )[:limit]
+    )
+
+
 def latest_probes() -> dict[str, dict[str, Any]]:
     """The latest result of each probe (email, sheets, sns, stripe)."""
     latest: dict[str, dict[str, Any]] = {}

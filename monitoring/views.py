@@ -212,13 +212,7 @@ def _figures(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _integration_card(entry: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
     name = entry["name"]
-    dead = list(
-        Delivery.objects.filter(integration=name, state=DeliveryState.DEAD)
-        .order_by("-dead_at", "-updated_at")
-        .values(
-            "id", "order_id", "event_type", "attempts", "last_error_class", "last_error_message", "dead_at"
-        )[:DEAD_LETTERS_SHOWN]
-    )
+    dead = selectors.dead_letters(integration=name, limit=DEAD_LETTERS_SHOWN)
     latency = figures.get("latency") or {}
     lag = figures.get("lag") or {}
     probe = entry.get("probe")
