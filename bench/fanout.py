@@ -281,18 +281,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             aws = aws_setup(demo_queue=args.sns_demo_queue)
             return measure(args, env, workdir, processes, db_kind, urls, aws)
         finally:
-            for process in reversed(processes):
-                process.stop()
-            if args.redis_url:
-                redis_cleanup(args.redis_url, cluster, cache_prefix)
-            if args.keep or args.keep_logs:
-                print(f"kept in {workdir}: the logs{' and the SQLite database' if args.keep else ''}")
-            if not args.keep:
-                for path in sorted(workdir.glob("*")):
-                    if path.suffix != ".log" or not args.keep_logs:
-                        path.unlink()
-                with contextlib.suppress(OSError):
-                    workdir.rmdir()
+            tear_down(args, processes, workdir, cluster, cache_prefix)
+
+
+def tear_down(
+    args: argparse.Namespace, processes: list[Managed], workdir: Path, cluster: str, cache_prefix: str
+) -> None:
+    """Stop the stack's processes, clear its Redis keys, and remove its files (unless --keep)."""
+    for process in reversed(processes):
+        process.stop()
+    if args.redis_url:
+        redis_cleanup(args.redis_url, cluster, cache_prefix)
+    if args.keep or args.keep_logs:
+        print(f"kept in {workdir}: the logs{' and the SQLite database' if args.keep else ''}")
+    if not args.keep:
+        for path in sorted(workdir.glob("*")):
+            if path.suffix != ".log" or not args.keep_logs:
+                path.unlink()
+        with contextlib.suppress(OSError):
+            workdir.rmdir()
 
 
 def measure(

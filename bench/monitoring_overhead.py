@@ -88,8 +88,8 @@ from fanout import (
     database,
     free_port,
     percentile,
-    redis_cleanup,
     summarise_profile,
+    tear_down,
     wait_for,
 )
 
@@ -185,18 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seed = seed_database()
             return measure(args, env, workdir, processes[0], db_kind, seed)
         finally:
-            for process in reversed(processes):
-                process.stop()
-            if args.redis_url:
-                redis_cleanup(args.redis_url, cluster, cache_prefix)
-            if args.keep or args.keep_logs:
-                print(f"kept in {workdir}: the logs{' and the SQLite database' if args.keep else ''}")
-            if not args.keep:
-                for path in sorted(workdir.glob("*")):
-                    if path.suffix != ".log" or not args.keep_logs:
-                        path.unlink()
-                with contextlib.suppress(OSError):
-                    workdir.rmdir()
+            tear_down(args, processes, workdir, cluster, cache_prefix)
 
 
 def seed_database() -> dict[str, Any]:
