@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
 
 from integrations import services
@@ -28,6 +27,7 @@ from payments import services as payment_services
 from payments.gateways.fake import FakeGateway
 from payments.gateways.stripe import StripeGateway
 from tests.polling import eventually
+from tests.sqs import drain
 
 # End to end: CI runs these a second time with orders in DynamoDB (`make test-dynamodb`), so
 # every order is read through the configured repository, never the ORM.
@@ -64,29 +64,6 @@ def stand_ins(
 def dispatch_all() -> None:
     for name in services.integration_names():
         services.deliveries_dispatch(integration=name, budget_seconds=10)
-
-
-def sqs_messages(aws: dict[str, Any], settings: Any) -> list[dict[str, Any]]:
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=settings.AWS_ENDPOINT_URL,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    queue = sqs.get_queue_url(QueueName=settings.SNS_DEMO_QUEUE_NAME)["QueueUrl"]
-    found: list[dict[str, Any]] = []
-    while True:
-        batch = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-            "Messages", []
-        )
-        if not batch:
-            return found
-        found += [json.loads(m["Body"]) for m in batch]
-        sqs.delete_message_batch(
-            QueueUrl=queue,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
-        )
 
 
 def emails_for(sandbox: Any, order: Order) -> list[dict[str, Any]]:
@@ -147,7 +124,7 @@ def test_a_paid_order_reaches_every_sink_once_however_often_its_webhook_comes(
     [email] = emails_for(stand_ins["sendgrid"], order)
     assert email["body"]["custom_args"]["idempotency_key"] == f"email:{order.id}:order.paid:v2"
     assert [row[0] for row in sheet_rows(stand_ins["sheets"])] == [str(order.id)]
-    [notified] = sqs_messages(stand_ins["aws"], settings)
+    [notified] = drain(stand_ins["aws"]["queue_url"])
     assert (notified["event_type"], notified["order_id"], notified["schema_version"]) == (
         "order.paid",
         str(order.id),
@@ -170,7 +147,7 @@ def test_a_refund_updates_the_row_in_place_and_tells_the_others(
     dispatch_all()
     [row] = sheet_rows(stand_ins["sheets"])
     assert row[0] == str(order.id) and "refunded" in row
-    assert sorted(m["event_type"] for m in sqs_messages(stand_ins["aws"], settings)) == [
+    assert sorted(m["event_type"] for m in drain(stand_ins["aws"]["queue_url"])) == [
         "order.paid",
         "order.refunded",
     ]

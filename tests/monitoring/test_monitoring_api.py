@@ -25,6 +25,7 @@ from monitoring.logs import ContextFilter, JsonFormatter
 from monitoring.models import Alert, ErrorRecord
 from tests.conftest import ADDRESS_JSON
 from tests.orders.factories import UserFactory
+from tests.sqs import drain
 
 pytestmark = pytest.mark.django_db
 
@@ -85,20 +86,6 @@ def place_and_pay(client: APIClient, payment_method: str, key: str) -> tuple[str
         "/api/payments/confirm", {"order_id": order_id, "payment_method": payment_method}, format="json"
     )
     return order_id, paid.status_code
-
-
-def alert_messages(queue_url: str) -> list[dict[str, Any]]:
-    sqs = aws_client("sqs")
-    found = []
-    while True:
-        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-            "Messages", []
-        )
-        if not batch:
-            return found
-        found += [json.loads(m["Body"]) for m in batch]
-        for m in batch:
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
 
 
 @pytest.mark.django_db(transaction=True)  # commit hooks run: outbox relay, alert publishing
@@ -185,7 +172,7 @@ def test_traffic_and_an_outage_show_in_the_api_cloudwatch_and_one_alert(
     assert [(a["subject"], a["occurrences"]) for a in alerts] == [("email", 6)]
     assert alerts[0]["kinds"] == {"circuit_open": 1, "dead_letter": 5}
     assert alerts[0]["published_at"]
-    published = alert_messages(outage["alerts_queue_url"])
+    published = drain(outage["alerts_queue_url"])
     assert [(m["subject"], m["alert_id"]) for m in published] == [("email", alerts[0]["id"])]
 
     # CloudWatch got the same figures.
