@@ -34,42 +34,20 @@ def error_record(
     order_id: uuid.UUID | str | None = None,
     request_id: str | None = None,
 ) -> ErrorRecord | None:
-    """Keep one error for the errors table (secrets and card numbers masked)."""
-    rows = error_record_many(
-        [
-            {
-                "source": source,
-                "error_class": error_class,
-                "message": message,
-                "integration": integration,
-                "order_id": order_id,
-                "request_id": request_id,
-            }
-        ]
-    )
-    return rows[0] if rows else None
-
-
-def error_record_many(errors: list[dict[str, Any]]) -> list[ErrorRecord]:
-    """Keep several errors in one write (a failed batch of deliveries)."""
-    if not errors:
-        return []
-    rows = [
-        ErrorRecord(
-            source=e["source"],
-            error_class=scrub(str(e["error_class"]))[:200],
-            message=scrub(str(e.get("message") or ""))[:MESSAGE_LIMIT],
-            integration=e.get("integration") or "",
-            order_id=_uuid(e.get("order_id") or context.get("order_id")),
-            request_id=(e.get("request_id") or context.get("request_id"))[:128],
-        )
-        for e in errors
-    ]
+    """Keep one error for the errors table (secrets and card numbers masked); the order and
+    request default to those of the current request or task. None when it could not be kept."""
     try:
-        return ErrorRecord.objects.bulk_create(rows)
+        return ErrorRecord.objects.create(
+            source=source,
+            error_class=scrub(str(error_class))[:200],
+            message=scrub(str(message or ""))[:MESSAGE_LIMIT],
+            integration=integration or "",
+            order_id=_uuid(order_id or context.get("order_id")),
+            request_id=(request_id or context.get("request_id"))[:128],
+        )
     except Exception:
-        logger.warning("Could not record %s error(s)", len(rows), exc_info=True)
-        return rows
+        logger.warning("Could not record an error from %s", source, exc_info=True)
+        return None
 
 
 def _uuid(value: Any) -> uuid.UUID | None:
