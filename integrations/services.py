@@ -127,7 +127,9 @@ def outbox_relay(
             )
             new = [row for row in rows if row.idempotency_key not in existing]
             Delivery.objects.bulk_create(new, ignore_conflicts=True)
-            repository.outbox_mark_relayed([message.id for message in messages])
+        # After the deliveries are committed, not inside their transaction: the order store may be
+        # another database (DynamoDB), and its calls must not hold SQLite's one write lock.
+        repository.outbox_mark_relayed([message.id for message in messages])
         created += len(new)
         touched |= {row.integration for row in new}
         if len(messages) < limit:
@@ -312,6 +314,9 @@ def _deliver(
     for delivery in claimed:
         delivery.latency_ms = round(latency_ms, 2)
     results = [outcomes.get(d.id) or DeliveryOutcome(delivery_id=d.id, error=error) for d in claimed]
+    # The outcomes first: the calls were made, and what they did must reach the ledger even if
+    # the bookkeeping below fails (a lock left by a killed worker), or the sweep would send again.
+    _record(claimed, results, report)
     transient = [o for o in results if o.error is not None and o.error.transient]
     breaker.record(
         failed=bool(transient) and len(transient) == len(results),
@@ -320,7 +325,6 @@ def _deliver(
     backoff = max((o.backoff_seconds for o in results), default=0.0)
     if backoff:
         Pause(adapter.name).extend(backoff)
-    _record(claimed, results, report)
 
 
 def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: DispatchReport) -> None:
