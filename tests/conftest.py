@@ -200,7 +200,7 @@ def dynamodb(dynamodb_server: str, settings: Any) -> Any:
 
     external = bool(os.environ.get("DYNAMODB_TEST_ENDPOINT"))
     if not external:
-        requests.post(f"{dynamodb_server}/moto-api/reset", timeout=5).raise_for_status()
+        requests.post(f"{dynamodb_server}/moto-api/reset", timeout=60).raise_for_status()
     # DynamoDB's own endpoint setting: AWS_ENDPOINT_URL stays free for `aws_sandbox` (SNS...).
     settings.DYNAMODB_ENDPOINT_URL = dynamodb_server
     settings.AWS_REGION = "us-east-1"
@@ -213,7 +213,6 @@ def dynamodb(dynamodb_server: str, settings: Any) -> Any:
             client.delete_table(TableName=settings.DYNAMODB_TABLE)
         eventually(
             lambda: settings.DYNAMODB_TABLE not in client.list_tables()["TableNames"],
-            seconds=30,
             what=f"{settings.DYNAMODB_TABLE} to be deleted",
         )
     create_tables(client)

@@ -93,7 +93,7 @@ class StripeSandboxThread:
         self._thread: threading.Thread | None = None
         self.url = ""
 
-    def start(self, timeout: float = 10.0) -> str:
+    def start(self, timeout: float = 60.0) -> str:
         app = build_app(webhook_delay=self._webhook_delay)
         sock = bind(self._port)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -121,7 +121,8 @@ class StripeSandboxThread:
         """Empty the store and cancel webhook deliveries still waiting."""
         if self._loop is None:
             raise RuntimeError("the sandbox is not running")
-        return asyncio.run_coroutine_threadsafe(_reset(forget_webhooks=forget_webhooks), self._loop).result(5)
+        done = asyncio.run_coroutine_threadsafe(_reset(forget_webhooks=forget_webhooks), self._loop)
+        return done.result(60)
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:
@@ -134,7 +135,7 @@ def register_webhook(api_base: str, *, url: str, secret: str, hook_id: str = "ci
     """Ask localstripe to send every event to `url`, signed with `secret`."""
     data = urllib.parse.urlencode({"url": url, "secret": secret}).encode()
     request = urllib.request.Request(f"{api_base}/_config/webhooks/{hook_id}", data=data)  # noqa: S310
-    with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - a loopback URL of ours
+    with urllib.request.urlopen(request, timeout=60):  # noqa: S310 - a loopback URL of ours
         pass
 
 

@@ -30,7 +30,7 @@ def aws_sandbox(moto_server_url: str, settings: Any) -> dict[str, Any]:
 
     from integrations.aws import aws_setup
 
-    requests.post(f"{moto_server_url}/moto-api/reset", timeout=5).raise_for_status()
+    requests.post(f"{moto_server_url}/moto-api/reset", timeout=60).raise_for_status()
     settings.AWS_ENDPOINT_URL = moto_server_url
     settings.AWS_REGION = "us-east-1"
     settings.AWS_ACCESS_KEY_ID = "testing"

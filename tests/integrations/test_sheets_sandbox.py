@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from google.auth.transport.requests import Request
 
 from integrations.adapters import sheets
 from integrations.sandbox import sheets_server
-from tests.polling import eventually
+from tests.polling import DEADLINE_SECONDS, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -235,12 +234,15 @@ def test_write_quota_per_minute_is_enforced_when_asked(sheets_sandbox: Any, gc: 
 
 def test_latency_delays_each_api_call(sheets_sandbox: Any, gc: gspread.Client) -> None:
     worksheet = gc.open_by_key("slow").worksheet("Orders")
-    sheets_sandbox.set_faults(latency_ms=150)
+    sheets_sandbox.set_faults(latency_ms=2000)
+    # The sandbox holds each answer back for longer than this client waits, at any speed.
+    gc.set_timeout(0.2)
 
-    started = time.monotonic()
-    worksheet.col_values(1)
-
-    assert time.monotonic() - started >= 0.15
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        worksheet.col_values(1)
+    sheets_sandbox.set_faults(latency_ms=0)
+    gc.set_timeout(None)
+    assert worksheet.col_values(1) == ["Order ID"]
 
 
 def test_stats_count_calls_by_kind(sheets_sandbox: Any, gc: gspread.Client) -> None:
@@ -357,7 +359,7 @@ def test_management_command_serves_until_sigterm() -> None:
         )
         assert stats["total_writes"] == 0
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
+        assert process.wait(timeout=DEADLINE_SECONDS) == 0
     finally:
         if process.poll() is None:
             process.kill()

@@ -98,7 +98,7 @@ def receive_all(queue_url: str, count: int) -> list[dict[str, Any]]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         return len(seen) >= count
 
-    eventually(check, seconds=10, what=f"{count} messages in {queue_url}")
+    eventually(check, what=f"{count} messages in {queue_url}")
     assert len(seen) == count
     return list(seen.values())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from monitoring import recorder
 from monitoring.models import MetricBucket
@@ -15,8 +16,9 @@ from tests.concurrency import race
 @pytest.mark.django_db
 def test_figures_wait_in_the_buffer_until_a_flush(settings: Any) -> None:
     settings.MONITORING_FLUSH_SECONDS = 3600
+    at = timezone.now()  # one minute for the three, however long they take
     for value in (3.0, 40.0, 700.0):
-        recorder.observe("test.buffered", value, label="x")
+        recorder.observe("test.buffered", value, label="x", at=at)
     assert not MetricBucket.objects.filter(name="test.buffered").exists()
     assert recorder.flush() == 1
     row = MetricBucket.objects.get(name="test.buffered", label="x")

@@ -7,7 +7,6 @@ Needs Debian's `chromium` at /usr/bin/chromium (`make test` installs it when it 
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
@@ -47,7 +46,6 @@ def test_a_guest_pays_after_a_declined_card(
 ) -> None:
     settings.STRIPE_JS_URL = f"{stripe_api}/js.stripe.com/v3/"
     base = stripe_webhooks  # the live server's URL
-    started = time.monotonic()
 
     # Shop and check out as a guest.
     page.goto(f"{base}/products/{mug.sku}/")
@@ -79,7 +77,6 @@ def test_a_guest_pays_after_a_declined_card(
     page.wait_for_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
     expect(page.locator("#status-title .status")).to_have_text("Paid")
     expect(page.get_by_text("Payment received. Thank you!")).to_be_visible()
-    browser_seconds = time.monotonic() - started
 
     orders = repository.list(OrderQuery(limit=10)).orders
     assert len(orders) == 1
@@ -101,4 +98,3 @@ def test_a_guest_pays_after_a_declined_card(
         what="the succeeded webhook",
     )
     assert Payment.objects.count() == 2
-    assert browser_seconds < 30, f"the browser flow took {browser_seconds:.1f} s"

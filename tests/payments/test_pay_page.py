@@ -81,7 +81,7 @@ def authenticate_in_browser(api_base: str, client_secret: str, *, success: bool)
         data=json.dumps({"key": "pk_test_suite", "client_secret": client_secret}).encode(),
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
         assert response.status == 200
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from orders.repositories import OrderRepository
 from payments import services
 from payments.gateways.base import IntentRequest, PaymentGateway, RefundRequest
 from payments.models import Payment, PaymentStatus, Refund, WebhookEvent, WebhookResult
+from tests.concurrency import race
 from tests.payments.conftest import WEBHOOK_SECRET, sign
 from tests.polling import eventually
 
@@ -151,27 +151,12 @@ class TestPayingThroughTheApi:
     def test_concurrent_confirms_make_one_payment_intent(
         self, stripe_api: str, gateway: PaymentGateway, order: Order, repository: OrderRepository
     ) -> None:
-        barrier = threading.Barrier(4)
-        results: list[Any] = []
-
-        def confirm() -> None:
-            from django.db import connection
-
-            try:
-                barrier.wait(5)
-                results.append(
-                    services.payment_confirm(order_id=order.id, payment_method=VISA, actor=Actor.system("t"))
-                )
-            except Exception as exc:  # noqa: BLE001 - inspected below
-                results.append(exc)
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=confirm) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        results = race(
+            4,
+            lambda _: services.payment_confirm(
+                order_id=order.id, payment_method=VISA, actor=Actor.system("t")
+            ),
+        )
         assert all(isinstance(r, Payment) for r in results), results
         assert len({r.id for r in results}) == 1
         assert len(gateway.find_intents(order_id=str(order.id))) == 1
