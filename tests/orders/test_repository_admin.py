@@ -135,7 +135,7 @@ class TestList:
 
     def test_filters_by_date(self, admin_client: Client, place: Callable[..., Order]) -> None:
         order = place()
-        today = timezone.localdate()
+        today = timezone.localdate(order.created_at)  # the order's day, even if midnight has passed since
         yesterday, tomorrow = (today - timedelta(days=1)).isoformat(), (today + timedelta(days=1)).isoformat()
         assert shown_ids(admin_client.get(STORE, {"created_from": today.isoformat()})) == [str(order.id)]
         assert shown_ids(admin_client.get(STORE, {"created_to": today.isoformat()})) == [str(order.id)]
