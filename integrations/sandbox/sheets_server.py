@@ -505,19 +505,23 @@ class SheetsState:
         headers = {} if self.faults.retry_after is None else {"Retry-After": str(self.faults.retry_after)}
         return ApiError(429, message, headers=headers)
 
-    def count(self, kind: str, method: str, path: str, query: dict[str, list[str]]) -> None:
+    def count(
+        self, kind: str, method: str, path: str, query: dict[str, list[str]], *, rows: int | None = None
+    ) -> None:
+        """Count one answered call; `rows` is how many rows an append wrote (kept on its record)."""
         with self.lock:
             self.counts[kind] += 1
             if kind in WRITE_KINDS:
                 self.write_times.append(time.monotonic())
-            self.calls.append(
-                {
-                    "kind": kind,
-                    "method": method,
-                    "path": unquote(path),
-                    "query": {k: v[-1] for k, v in query.items()},
-                }
-            )
+            call: dict[str, Any] = {
+                "kind": kind,
+                "method": method,
+                "path": unquote(path),
+                "query": {k: v[-1] for k, v in query.items()},
+            }
+            if rows is not None:
+                call["rows"] = rows
+            self.calls.append(call)
 
 
 def _max_in_window(times: list[float], window: float) -> int:
@@ -605,7 +609,8 @@ class SheetsApi:
         with self.state.lock:
             spreadsheet = self.state.get(spreadsheet_id)
             answer = self._dispatch(kind, spreadsheet, rest, query, body)
-            self.state.count(kind, method, path, query)
+            rows = answer["updates"]["updatedRows"] if kind == "append" else None
+            self.state.count(kind, method, path, query, rows=rows)
             return 200, answer
 
     def _dispatch(
