@@ -6,6 +6,7 @@ DATABASE_URL) and broker, exactly as configured by the environment, and are stop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,19 +16,30 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import pytest
 
-from tests.polling import eventually
+from tests.polling import DEADLINE_SECONDS, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow
 METRICS_TOKEN = "run-test-metrics-token"
+DEMO_QUEUE = "cis-order-events-demo"
+# How long one HTTP request or one `manage.py` command may take before it counts as hung: the
+# deadline of a wait, since on a loaded machine either may take long without anything being wrong.
+HANG_SECONDS = DEADLINE_SECONDS
+# A `manage.py shell` that itself waits (with `eventually`) for another process: Django's start
+# plus that wait.
+SHELL_WAIT_SECONDS = 2 * DEADLINE_SECONDS
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -42,10 +54,80 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=HANG_SECONDS) as response:  # noqa: S310
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+def aws_client(env: dict[str, str], service: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def aws_call(call: Callable[[], T]) -> T:
+    """`call()`, botocore's errors (a peer not answering yet, a resource not created yet) turned into
+    ValueError, which `eventually` retries (they are not OSError)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return call()
+    except (BotoCoreError, ClientError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def logged(log: Path, process: str, text: str) -> bool:
+    """Whether honcho's log has a line of `process` (such as "worker.1") containing `text`."""
+    for line in log.read_text(errors="replace").splitlines():
+        name, _, message = line.partition(" | ")  # "06:24:51 worker.1   | the process's line"
+        if name.split()[-1:] == [process] and text in message:
+            return True
+    return False
+
+
+def port_closed(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under `pid`, read from /proc."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # "pid (comm) state ppid ...": the command may hold spaces and parentheses.
+            children[int(stat.read_text().rpartition(")")[2].split()[1])].append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL honcho and all it started. honcho starts each Procfile process in a session (and
+    process group) of its own, so killing honcho's group leaves them, and gunicorn's and the
+    cluster's workers, running: kill every group and every process under honcho."""
+    victims = [pid, *descendants(pid)]
+    groups = set()
+    for victim in victims:
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(victim))
+    groups.discard(os.getpgrp())  # never this test's own group
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    for victim in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module", params=["orm", "dynamodb"])
@@ -53,7 +135,7 @@ def running(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """`make run`'s processes, with orders in the database, then (ORDER_REPOSITORY=dynamodb) in
-    DynamoDB on the Procfile's moto server."""
+    DynamoDB on the Procfile's moto server; yielded once every process the tests use is ready."""
     port = free_port()
     env = {
         **os.environ,
@@ -81,7 +163,13 @@ def running(
         env["SQLITE_PATH"] = str(tmp_path_factory.mktemp("run") / "db.sqlite3")
     manage = [sys.executable, "manage.py"]
     for command in (["migrate", "--noinput"], ["seed_demo"]):
-        subprocess.run([*manage, *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [*manage, *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=HANG_SECONDS
+        )
+    ports = [port] + [
+        urlparse(env[name]).port or 0
+        for name in ("STRIPE_API_BASE", "SENDGRID_API_BASE", "SHEETS_API_BASE", "AWS_ENDPOINT_URL")
+    ]
     log = tmp_path_factory.mktemp("logs") / "honcho.log"
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -93,26 +181,62 @@ def running(
             start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
+
+    def ready(check: Callable[[], Any], what: str) -> Any:
+        """Wait for `check`; fail at once if honcho stopped (one of its processes ended), and
+        show the end of honcho's log either way."""
+
+        def still_running() -> Any:
+            if process.poll() is not None:
+                raise AssertionError(f"honcho exited ({process.returncode}) before {what} was ready")
+            return check()
+
+        try:
+            return eventually(still_running, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- honcho's log ---\n{log.read_text()[-5000:]}") from exc
+
     try:
-        eventually(
-            lambda: http("GET", f"{base}/api/monitoring/health")[0] == 200, seconds=30, what="the web server"
+        ready(lambda: http("GET", f"{base}/api/monitoring/health")[0] == 200, "the web server")
+        # The cluster reads the broker: the tests' tasks and the fan-out's run.
+        ready(lambda: logged(log, "worker.1", f"[{env['Q_CLUSTER_NAME']}] running."), "the qcluster")
+        # localstripe listens before it has our webhook registered: its line says it has.
+        ready(
+            lambda: logged(log, "stripe.1", f"localstripe on {env['STRIPE_API_BASE']}; webhooks go to"),
+            "the Stripe stand-in with its webhook",
+        )
+        ready(
+            lambda: http("GET", f"{env['SENDGRID_API_BASE']}/_sandbox/messages")[0] == 200,
+            "the SendGrid stand-in",
+        )
+        ready(
+            lambda: http("GET", f"{env['SHEETS_API_BASE']}/_sandbox/stats")[0] == 200, "the Sheets stand-in"
+        )
+        # moto answers before `sandbox_aws` has made the topics, queues, subscriptions, log group
+        # (and DynamoDB table); it prints what it made once all is made.
+        ready(lambda: logged(log, "aws.1", "queue_url: "), "the AWS stand-in's topics and queues")
+        sqs = aws_client(env, "sqs")
+        ready(
+            lambda: aws_call(lambda: sqs.get_queue_url(QueueName=DEMO_QUEUE)), f"the SQS queue {DEMO_QUEUE}"
         )
         yield {"base": base, "env": env, "log": log}
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=20)
+            # honcho passes SIGTERM on, and SIGKILL after a few seconds to what has not stopped.
+            process.wait(timeout=DEADLINE_SECONDS)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_tree(process.pid)
             process.wait()
-        # Stopping honcho stops the web server too: nothing is left listening.
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", port)) != 0
+        # Stopping honcho stops the web server and the stand-ins too: nothing is left listening.
+        eventually(
+            lambda: all(port_closed(p) for p in ports), what=f"nothing listening on ports {ports} any more"
+        )
 
 
 def test_the_shop_and_the_api_answer(running: dict[str, Any]) -> None:
     base = running["base"]
-    with urllib.request.urlopen(f"{base}/", timeout=10) as page:  # noqa: S310
+    with urllib.request.urlopen(f"{base}/", timeout=HANG_SECONDS) as page:  # noqa: S310
         assert page.status == 200
         assert "Cloud mug" in page.read().decode()
     status, products = http("GET", f"{base}/api/products")
@@ -129,25 +253,38 @@ def test_the_shop_and_the_api_answer(running: dict[str, Any]) -> None:
     )
     assert status == 201, order
     assert order["status"] == "pending_payment" and order["total_minor"] == 1450
-    with urllib.request.urlopen(f"{base}/static/css/site.css", timeout=10) as css:  # noqa: S310
+    with urllib.request.urlopen(f"{base}/static/css/site.css", timeout=HANG_SECONDS) as css:  # noqa: S310
         assert css.status == 200
 
 
-def test_the_worker_runs_tasks_from_the_broker(running: dict[str, Any]) -> None:
-    """A task queued by another process comes back done: the cluster is up and reads the broker."""
-    # django-q2's result() polls the result store itself, for up to `wait` milliseconds.
-    script = (
-        "from django_q.tasks import async_task, result\n"
-        "print(result(async_task('math.factorial', 10), wait=30000))\n"
-    )
-    done = subprocess.run(
+def shell_waiting(running: dict[str, Any], script: str) -> subprocess.CompletedProcess[str]:
+    """`manage.py shell -c script` in the processes' environment, for a script that waits with
+    `eventually` itself (one Django start for the whole wait, not one for each look)."""
+    return subprocess.run(
         [sys.executable, "manage.py", "shell", "--no-imports", "-c", script],
         cwd=ROOT,
         env=running["env"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=SHELL_WAIT_SECONDS,
     )
+
+
+def test_the_worker_runs_tasks_from_the_broker(running: dict[str, Any]) -> None:
+    """A task queued by another process comes back done: the cluster is up and reads the broker."""
+    script = (
+        "from django.db import DatabaseError\n"
+        "from django_q.tasks import async_task, result\n"
+        "from tests.polling import eventually\n"
+        "task_id = async_task('math.factorial', 10)\n"
+        "def done():\n"
+        "    try:\n"
+        "        return result(task_id)\n"
+        "    except DatabaseError as exc:  # a busy database: look again\n"
+        "        raise ValueError(exc) from exc\n"
+        'print(eventually(done, what="math.factorial\'s result"))\n'
+    )
+    done = shell_waiting(running, script)
     assert done.stdout.strip().splitlines()[-1:] == ["3628800"], (
         done.stderr + running["log"].read_text()[-3000:]
     )
@@ -180,27 +317,24 @@ def test_a_payment_completes_through_the_stand_in_and_its_signed_webhook(running
     assert (status, payment["status"]) == (200, "succeeded"), payment
     assert http("GET", f"{base}/api/orders/{order['id']}", headers=auth)[1]["status"] == "paid"
 
-    def webhook_processed() -> bool:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "manage.py",
-                "shell",
-                "--no-imports",
-                "-c",
-                "from payments.models import WebhookEvent as E; "
-                f"print(E.objects.filter(payload__data__object__metadata__order_id='{order['id']}',"
-                " type='payment_intent.succeeded', processed_at__isnull=False).count())",
-            ],
-            cwd=ROOT,
-            env=running["env"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return done.stdout.strip().splitlines()[-1:] == ["1"]
-
-    eventually(webhook_processed, seconds=30, what="the signed payment_intent.succeeded webhook")
+    # No API shows webhook events: one shell looks in the database until the event is processed.
+    script = (
+        "from django.db import DatabaseError\n"
+        "from payments.models import WebhookEvent\n"
+        "from tests.polling import eventually\n"
+        "def processed():\n"
+        "    try:\n"
+        "        return WebhookEvent.objects.filter(\n"
+        f"            payload__data__object__metadata__order_id={order['id']!r},\n"
+        "            type='payment_intent.succeeded',\n"
+        "            processed_at__isnull=False,\n"
+        "        ).count()\n"
+        "    except DatabaseError as exc:  # a busy database: look again\n"
+        "        raise ValueError(exc) from exc\n"
+        "print(eventually(processed, what='the signed payment_intent.succeeded webhook'))\n"
+    )
+    done = shell_waiting(running, script)
+    assert done.stdout.strip().splitlines()[-1:] == ["1"], done.stderr + running["log"].read_text()[-3000:]
 
     # The fan-out: the email, the sheet row and the SNS message, read back from the stand-ins.
     env = running["env"]
@@ -210,48 +344,38 @@ def test_a_payment_completes_through_the_stand_in_and_its_signed_webhook(running
         messages = messages["messages"] if isinstance(messages, dict) else messages
         return [m for m in messages if order["id"] in json.dumps(m)]
 
-    [sent] = eventually(email, seconds=30, what="the confirmation email in the SendGrid sandbox")
+    [sent] = eventually(email, what="the confirmation email in the SendGrid sandbox")
     assert "customer@example.com" in json.dumps(sent)
 
     def sheet_row() -> list[Any]:
         sheet = http("GET", f"{env['SHEETS_API_BASE']}/_sandbox/spreadsheets/demo-orders")[1]
         return [row for row in json.dumps(sheet).split("], [") if order["id"] in row]
 
-    assert len(eventually(sheet_row, seconds=30, what="the order's row in the Sheets sandbox")) == 1
+    assert len(eventually(sheet_row, what="the order's row in the Sheets sandbox")) == 1
 
-    import boto3
-
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    queue = sqs.get_queue_url(QueueName="cis-order-events-demo")["QueueUrl"]
+    sqs = aws_client(env, "sqs")
+    queue = aws_call(lambda: sqs.get_queue_url(QueueName=DEMO_QUEUE))["QueueUrl"]
 
     def sns_message() -> list[Any]:
-        got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
-            "Messages", []
-        )
+        got = aws_call(
+            lambda: sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        ).get("Messages", [])
         return [m for m in got if order["id"] in m["Body"]]
 
-    [notified] = eventually(sns_message, seconds=30, what="the SNS message in the subscribed SQS queue")
+    [notified] = eventually(sns_message, what="the SNS message in the subscribed SQS queue")
     assert json.loads(notified["Body"])["event_type"] == "order.paid"
 
 
 def test_figures_and_logs_are_shared_by_every_web_process(running: dict[str, Any]) -> None:
     """Two gunicorn workers answer; /metrics (whichever answers) counts every request, and their
     JSON lines reach CloudWatch Logs with the request id."""
-    import boto3
-
     base = running["base"]
     auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
     series = 'cis_http_request_duration_seconds_count{endpoint="POST /api/auth/token",status="4xx"} '
 
     def counted() -> float:
         request = urllib.request.Request(f"{base}/metrics", headers=auth)  # noqa: S310
-        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=HANG_SECONDS) as answer:  # noqa: S310
             found = [line for line in answer.read().decode().splitlines() if line.startswith(series)]
         return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
 
@@ -265,24 +389,19 @@ def test_figures_and_logs_are_shared_by_every_web_process(running: dict[str, Any
             headers={"X-Request-ID": request_id},
         )
         assert status == 401
-    eventually(
-        lambda: counted() == before + len(ids), seconds=90, what=f"{len(ids)} more requests in /metrics"
-    )
+    eventually(lambda: counted() == before + len(ids), what=f"{len(ids)} more requests in /metrics")
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"{base}/metrics", timeout=10)  # noqa: S310
+        urllib.request.urlopen(f"{base}/metrics", timeout=HANG_SECONDS)  # noqa: S310
     assert refused.value.code == 401
 
-    logs = boto3.client(
-        "logs",
-        endpoint_url=running["env"]["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    logs = aws_client(running["env"], "logs")
 
     def shipped() -> set[str]:
-        events = logs.filter_log_events(logGroupName="cis-app")["events"]
+        pages = aws_call(
+            lambda: list(logs.get_paginator("filter_log_events").paginate(logGroupName="cis-app"))
+        )
+        events = [event for page in pages for event in page["events"]]
         lines = [json.loads(e["message"]) for e in events if e["message"].startswith("{")]
         return {line.get("request_id", "") for line in lines if line.get("logger") == "django.request"}
 
-    eventually(lambda: set(ids) <= shipped(), seconds=90, what="the requests' log lines in CloudWatch Logs")
+    eventually(lambda: set(ids) <= shipped(), what="the requests' log lines in CloudWatch Logs")
