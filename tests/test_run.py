@@ -83,11 +83,11 @@ def aws_call(call: Callable[[], T]) -> T:
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def logged(log: Path, process: str, text: str) -> bool:
-    """Whether honcho's log has a line of `process` (such as "worker.1") containing `text`."""
+def logged(log: Path, process: str, *texts: str) -> bool:
+    """Whether honcho's log has a line of `process` (such as "worker.1") containing every text."""
     for line in log.read_text(errors="replace").splitlines():
         name, _, message = line.partition(" | ")  # "06:24:51 worker.1   | the process's line"
-        if name.split()[-1:] == [process] and text in message:
+        if name.split()[-1:] == [process] and all(text in message for text in texts):
             return True
     return False
 
@@ -199,7 +199,9 @@ def running(
     try:
         ready(lambda: http("GET", f"{base}/api/monitoring/health")[0] == 200, "the web server")
         # The cluster reads the broker: the tests' tasks and the fan-out's run.
-        ready(lambda: logged(log, "worker.1", f"[{env['Q_CLUSTER_NAME']}] running."), "the qcluster")
+        # "Q Cluster <id> [<queue>] running.": the queue is the cluster's name on the ORM broker,
+        # "django_q:<name>:q" on Redis.
+        ready(lambda: logged(log, "worker.1", env["Q_CLUSTER_NAME"], "] running."), "the qcluster")
         # localstripe listens before it has our webhook registered: its line says it has.
         ready(
             lambda: logged(log, "stripe.1", f"localstripe on {env['STRIPE_API_BASE']}; webhooks go to"),
