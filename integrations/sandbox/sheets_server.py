@@ -491,7 +491,7 @@ class SheetsState:
                 self.counts["faults_served"] += 1
                 raise ApiError(faults.status, f"Injected failure ({faults.status}) from the Sheets sandbox.")
             if kind in WRITE_KINDS and faults.write_quota_per_minute > 0:
-                now = time.monotonic()
+                now = time.time()  # the wall clock, like Google's per-minute quota (and tests can stop it)
                 recent = sum(1 for at in self.write_times if at > now - 60.0)
                 if recent >= faults.write_quota_per_minute:
                     self.counts["faults_served"] += 1
@@ -512,7 +512,7 @@ class SheetsState:
         with self.lock:
             self.counts[kind] += 1
             if kind in WRITE_KINDS:
-                self.write_times.append(time.monotonic())
+                self.write_times.append(time.time())
             call: dict[str, Any] = {
                 "kind": kind,
                 "method": method,

@@ -111,3 +111,15 @@ def sheets_sandbox(sheets_sandbox_server: Any, settings: Any) -> Iterator[Any]:
 
 
 # --- end Sheets -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def still_clock() -> Iterator[None]:
+    """The clock stands still (time-machine): writes counted "within a minute" by the Sheets
+    sandbox are within one however long the test takes."""
+    import time
+
+    import time_machine
+
+    with time_machine.travel(time.time(), tick=False):
+        yield

@@ -307,6 +307,7 @@ def test_429_without_retry_after_backs_off_by_default(sheets_sandbox: Any, adapt
     assert outcomes[0].backoff_seconds == 30
 
 
+@pytest.mark.usefixtures("still_clock")
 def test_write_quota_exhausted_on_the_append_spares_the_update_call(
     sheets_sandbox: Any, adapter: SheetsAdapter
 ) -> None:
@@ -448,6 +449,7 @@ def test_text_that_looks_like_a_formula_is_stored_as_text(
     assert all(call["query"].get("valueInputOption") in {None, "RAW"} for call in sheets_sandbox.calls)
 
 
+@pytest.mark.usefixtures("still_clock")
 def test_later_batches_reuse_the_client(sheets_sandbox: Any, adapter: SheetsAdapter) -> None:
     for _ in range(3):
         SheetsAdapter().deliver([delivery(uuid.uuid4())])

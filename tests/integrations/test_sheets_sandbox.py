@@ -218,6 +218,7 @@ def test_burst_429_answers_too_many_requests_with_retry_after(
     assert worksheet.col_values(1) == ["Order ID"]
 
 
+@pytest.mark.usefixtures("still_clock")
 def test_write_quota_per_minute_is_enforced_when_asked(sheets_sandbox: Any, gc: gspread.Client) -> None:
     worksheet = gc.open_by_key("quota").worksheet("Orders")
     sheets_sandbox.set_faults(write_quota_per_minute=3)
@@ -245,6 +246,7 @@ def test_latency_delays_each_api_call(sheets_sandbox: Any, gc: gspread.Client) -
     assert worksheet.col_values(1) == ["Order ID"]
 
 
+@pytest.mark.usefixtures("still_clock")
 def test_stats_count_calls_by_kind(sheets_sandbox: Any, gc: gspread.Client) -> None:
     worksheet = gc.open_by_key("counted").worksheet("Orders")  # 2 metadata
     worksheet.append_rows([["a"], ["b"]])  # 1 append, however many rows
