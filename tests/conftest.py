@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,20 @@ ADDRESS = ShippingAddress(
     name="Ada Lovelace", line1="12 Analytical Row", city="London", postal_code="N1 9GU", country="GB"
 )
 ADDRESS_JSON = ADDRESS.as_dict()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A run killed mid-way (Ctrl-C twice, SIGKILL) leaves SQLite's -wal and -shm files beside the
+    test database; Django would make the next run's database afresh but keep them, and every test
+    would then fail with "disk I/O error". Start from nothing instead."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        name = database.get("TEST", {}).get("NAME")
+        if name and name != ":memory:":
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{name}{suffix}").unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)
