@@ -1,10 +1,21 @@
-"""localstripe (the Stripe stand-in) on 127.0.0.1 only, without its pickle file in /tmp.
+"""localstripe (the Stripe stand-in) on 127.0.0.1 only, speaking today's Stripe API.
 
 localstripe's own command binds every interface and pickles its whole store to /tmp on each
 write. This runs its aiohttp app on a loopback socket instead, with persistence off, either in a
 thread of the current process (tests) or as a process of its own (`manage.py stripe_sandbox`).
-It adds `POST /_config/reset`, which also cancels webhook deliveries still waiting, so events of
-one test never arrive during the next. Development and test tooling: never used in production.
+
+localstripe speaks an old dialect of the API; the modules beside this one make it answer as
+Stripe does for the version the installed `stripe` library pins (`stripe.api_version`):
+`stripe_compat` (object shapes, patched into localstripe's classes), `stripe_http` (request ids,
+Stripe's error bodies, idempotency keys), `stripe_api` (balance, events, search, refunds,
+webhook endpoints, Stripe.js), `stripe_events` (recorded, signed deliveries, refund webhooks),
+`stripe_rules` (minimum amounts, refund bounds). Each module's docstring says what it still
+leaves out.
+
+It adds `POST /_config/reset` (also at localstripe's `DELETE /_config/data`), which empties the
+store, the webhook endpoints and the idempotency keys and cancels deliveries still waiting, so
+events of one test never arrive during the next (`?webhooks=1` also forgets the hooks of
+`POST /_config/webhooks/{id}`). Development and test tooling: never used in production.
 """
 
 from __future__ import annotations
@@ -18,57 +29,48 @@ from typing import Any
 
 from aiohttp import web
 
-_SEND_WEBHOOK = "_send_webhook"
+from payments.sandbox import stripe_api, stripe_compat, stripe_events, stripe_http
 
 
-class _AsyncioWithDelay:
-    """Stands in for `asyncio` inside localstripe.webhooks, which sleeps 1 s before each POST."""
+def build_app(*, webhook_delay: float | None = None, async_delay: float | None = None) -> web.Application:
+    """A fresh copy of localstripe's app, current-API answers, persistence off, an empty store.
 
-    def __init__(self, delay: float) -> None:
-        self._delay = delay
-
-    def sleep(self, _seconds: float) -> Any:
-        return asyncio.sleep(self._delay)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-
-def build_app(*, webhook_delay: float | None = None) -> web.Application:
-    """A fresh copy of localstripe's app with disk persistence off and an empty store."""
+    `webhook_delay`: seconds before each event is delivered (default 1, like localstripe);
+    `async_delay`: seconds before an asynchronous outcome, such as the refund of the refund-fail
+    test card failing (default: the webhook delay)."""
     from localstripe import resources, server, webhooks
 
-    if webhook_delay is not None:
-        webhooks.asyncio = _AsyncioWithDelay(webhook_delay)
+    stripe_compat.install()
     resources.store.dump_to_disk = lambda: None  # the instance attribute hides the method
     resources.store.clear()
     webhooks._webhooks.clear()
+    state = stripe_events.STATE
+    state.clear()
+    state.tasks.clear()  # tasks of an earlier app's loop are that loop's business
+    state.webhook_delay = 1.0 if webhook_delay is None else webhook_delay
+    state.async_delay = state.webhook_delay if async_delay is None else async_delay
     source = server.app
     # localstripe's app is a module global bound to the first loop that runs it: copy it.
-    app = web.Application(middlewares=list(source.middlewares))
+    middlewares = [stripe_http.request_context, stripe_http.idempotency, stripe_http.stripe_errors]
+    app = web.Application(middlewares=[*middlewares, *source.middlewares])
     for callback in source.on_response_prepare:
         app.on_response_prepare.append(callback)
+    taken = set()
+    for method, path, handler in [
+        *stripe_api.routes(),
+        ("POST", "/_config/reset", _http_reset),
+        ("DELETE", "/_config/data", _http_reset),
+    ]:
+        app.router.add_route(method, path, handler)
+        taken.add((method, path))
     for route in source.router.routes():
-        if route.method != "HEAD":
+        if route.method != "HEAD" and (route.method, route.resource.canonical) not in taken:
             app.router.add_route(route.method, route.resource.canonical, route.handler)
-    app.router.add_post("/_config/reset", _http_reset)
     return app
 
 
 async def _reset(*, forget_webhooks: bool) -> int:
-    from localstripe import resources, webhooks
-
-    pending = [
-        task
-        for task in asyncio.all_tasks()
-        if task is not asyncio.current_task() and getattr(task.get_coro(), "__name__", "") == _SEND_WEBHOOK
-    ]
-    for task in pending:
-        task.cancel()
-    resources.store.clear()
-    if forget_webhooks:
-        webhooks._webhooks.clear()
-    return len(pending)
+    return stripe_events.reset(forget_webhooks=forget_webhooks)
 
 
 async def _http_reset(request: web.Request) -> web.Response:
@@ -86,15 +88,18 @@ def bind(port: int = 0) -> socket.socket:
 class StripeSandboxThread:
     """localstripe in a daemon thread of this process, on its own event loop."""
 
-    def __init__(self, *, port: int = 0, webhook_delay: float | None = 0.05) -> None:
+    def __init__(
+        self, *, port: int = 0, webhook_delay: float | None = 0.05, async_delay: float | None = None
+    ) -> None:
         self._port = port
         self._webhook_delay = webhook_delay
+        self._async_delay = async_delay
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
 
     def start(self, timeout: float = 60.0) -> str:
-        app = build_app(webhook_delay=self._webhook_delay)
+        app = build_app(webhook_delay=self._webhook_delay, async_delay=self._async_delay)
         sock = bind(self._port)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         ready = threading.Event()
@@ -118,7 +123,7 @@ class StripeSandboxThread:
         return self.url
 
     def reset(self, *, forget_webhooks: bool = False) -> int:
-        """Empty the store and cancel webhook deliveries still waiting."""
+        """Empty the store, endpoints and idempotency keys; cancel deliveries still waiting."""
         if self._loop is None:
             raise RuntimeError("the sandbox is not running")
         done = asyncio.run_coroutine_threadsafe(_reset(forget_webhooks=forget_webhooks), self._loop)
@@ -132,16 +137,19 @@ class StripeSandboxThread:
 
 
 def register_webhook(api_base: str, *, url: str, secret: str, hook_id: str = "cis") -> None:
-    """Ask localstripe to send every event to `url`, signed with `secret`."""
+    """Ask localstripe to send every event to `url`, signed with `secret` (its `_config` hook:
+    configuration, so a reset keeps it unless asked to forget webhooks)."""
     data = urllib.parse.urlencode({"url": url, "secret": secret}).encode()
     request = urllib.request.Request(f"{api_base}/_config/webhooks/{hook_id}", data=data)  # noqa: S310
     with urllib.request.urlopen(request, timeout=60):  # noqa: S310 - a loopback URL of ours
         pass
 
 
-async def serve_forever(*, port: int, webhook_delay: float | None, on_ready: Any) -> None:
+async def serve_forever(
+    *, port: int, webhook_delay: float | None, on_ready: Any, async_delay: float | None = None
+) -> None:
     """Serve on 127.0.0.1:`port` until cancelled; `on_ready(url)` runs once it is listening."""
-    app = build_app(webhook_delay=webhook_delay)
+    app = build_app(webhook_delay=webhook_delay, async_delay=async_delay)
     sock = bind(port)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

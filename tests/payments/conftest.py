@@ -1,4 +1,5 @@
-"""The Stripe stand-in for tests: localstripe on 127.0.0.1, started once, emptied between tests."""
+"""The Stripe stand-in for tests: localstripe on 127.0.0.1 speaking the pinned API version
+(payments/sandbox/), started once, emptied between tests."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def stripe_sandbox() -> Iterator[StripeSandboxThread]:
 
 @pytest.fixture
 def stripe_api(stripe_sandbox: StripeSandboxThread, settings: Any) -> str:
-    """Point the app at an empty localstripe; returns its base URL."""
+    """Point the app at an empty stand-in (store, webhook endpoints, idempotency keys and
+    registered hooks all emptied); returns its base URL."""
     stripe_sandbox.reset(forget_webhooks=True)
     settings.STRIPE_API_BASE = stripe_sandbox.url
     settings.STRIPE_SECRET_KEY = "sk_test_suite"

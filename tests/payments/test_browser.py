@@ -20,20 +20,23 @@ from tests.polling import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-DECLINED_CARD = "4000000000000341"
-GOOD_CARD = "4242424242424242"
+# Typed as the pay page prints them, with spaces, the way a customer copies them.
+DECLINED_CARD = "4000 0000 0000 0341"
+GOOD_CARD = "4242 4242 4242 4242"
 
 
 def fill_card(page: Page, number: str) -> None:
-    """The stand-in card element: five plain text inputs named by their placeholders."""
-    for placeholder, value in (
-        ("number", number),
-        ("exp_month", "12"),
-        ("exp_year", "34"),  # two digits: the stand-in prepends "20"
-        ("cvc", "123"),
-        ("postal_code", "75001"),
+    """The stand-in card element, field by field as on Stripe's: Card number, MM / YY, CVC, ZIP."""
+    card = page.locator("#card-element")
+    for label, placeholder, value in (
+        ("Card number", "Card number", number),
+        ("Expiration date (MM / YY)", "MM / YY", "12 / 34"),
+        ("CVC", "CVC", "123"),
+        ("ZIP/postal code", "ZIP/postal code", "75001"),
     ):
-        page.fill(f"#card-element input[placeholder={placeholder}]", value)
+        field = card.get_by_label(label, exact=True)
+        expect(field).to_have_attribute("placeholder", placeholder)
+        field.fill(value)
 
 
 def test_a_guest_pays_after_a_declined_card(

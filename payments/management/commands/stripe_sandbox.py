@@ -1,4 +1,9 @@
-"""`manage.py stripe_sandbox`: the Stripe stand-in for `make run`, with our webhook registered."""
+"""`manage.py stripe_sandbox`: the Stripe stand-in for `make run`, with our webhook registered.
+
+localstripe wrapped by payments/sandbox/ so it answers as Stripe does for the API version the
+installed `stripe` pins: idempotency keys, current object shapes and events, Stripe's refusals,
+refund webhooks, search, events listing, webhook endpoints (see payments/sandbox/stripe_server.py).
+"""
 
 from __future__ import annotations
 
@@ -16,13 +21,19 @@ from payments.sandbox.stripe_server import register_webhook, serve_forever
 
 
 class Command(BaseCommand):
-    help = "Run localstripe on 127.0.0.1 (STRIPE_API_BASE's port) and send its webhooks to this app."
+    help = "Run the Stripe stand-in on 127.0.0.1 (STRIPE_API_BASE's port), sending its webhooks to this app."
 
     def add_arguments(self, parser: Any) -> None:
         bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
         parser.add_argument("--port", type=int, default=None, help="default: the port of STRIPE_API_BASE")
         parser.add_argument("--webhook-url", default=f"http://{bind}/webhooks/stripe")
         parser.add_argument("--webhook-delay", type=float, default=None, help="seconds before each webhook")
+        parser.add_argument(
+            "--async-delay",
+            type=float,
+            default=None,
+            help="seconds before an asynchronous outcome (the refund-fail card's refunds failing)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         base = urlparse(settings.STRIPE_API_BASE)
@@ -37,7 +48,12 @@ class Command(BaseCommand):
 
         async def main() -> None:
             task = asyncio.ensure_future(
-                serve_forever(port=port, webhook_delay=options["webhook_delay"], on_ready=ready)
+                serve_forever(
+                    port=port,
+                    webhook_delay=options["webhook_delay"],
+                    async_delay=options["async_delay"],
+                    on_ready=ready,
+                )
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
