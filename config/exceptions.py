@@ -19,7 +19,7 @@ from rest_framework.views import exception_handler
 from integrations.services import DeliveryNotRetryable
 from orders import domain
 from payments import services as payments
-from payments.gateways.base import GatewayError, GatewayRequestRefused
+from payments.gateways.base import GatewayConflict, GatewayError, GatewayRequestRefused
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (payments.RefundRefused, status.HTTP_400_BAD_REQUEST, "invalid"),
     (payments.PaymentNotAllowed, status.HTTP_409_CONFLICT, "payment_not_allowed"),
     (payments.PaymentInProgress, status.HTTP_409_CONFLICT, "payment_in_progress"),
+    (payments.PaymentConflict, status.HTTP_409_CONFLICT, "idempotency_conflict"),
+    (GatewayConflict, status.HTTP_409_CONFLICT, "idempotency_conflict"),
     (GatewayRequestRefused, status.HTTP_400_BAD_REQUEST, "payment_refused"),
     (GatewayError, status.HTTP_503_SERVICE_UNAVAILABLE, "payment_provider_unavailable"),
     (domain.OrderValidationError, status.HTTP_400_BAD_REQUEST, "invalid"),

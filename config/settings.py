@@ -270,8 +270,12 @@ else:
     STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="sk_test_local_sandbox")
     STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="pk_test_local_sandbox")
     STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="whsec_local_sandbox")
-# Seconds a webhook signature's timestamp may be old (Stripe's own default).
+# Seconds a webhook signature's timestamp may be away from now, either way (Stripe's default).
 STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)
+# A webhook body larger than this is refused (400) unread; Stripe's events are a few KiB.
+STRIPE_WEBHOOK_MAX_BYTES = env.int("STRIPE_WEBHOOK_MAX_BYTES", default=1024 * 1024)
+# How many refused webhook requests are kept for operators (the newest).
+STRIPE_WEBHOOK_REFUSALS_KEPT = env.int("STRIPE_WEBHOOK_REFUSALS_KEPT", default=1000)
 STRIPE_TIMEOUT_SECONDS = env.int("STRIPE_TIMEOUT_SECONDS", default=20)
 
 # --- Fan-out: the integrations ------------------------------------------------------------

@@ -12,6 +12,8 @@ knows and records them:
 | payment.failed | order_id, error_class | an error (source payment) |
 | refund.refused | order_id | an error (source payment) |
 | webhook.failed | error_class | an error (source webhook) |
+| webhook.refused | error_class | count webhooks.refused |
+| payment.review, payment.reversed, payment.disputed, refund.failed, refund.excess | order_id, error_class | an error (source payment) and an alert (subject payments) |
 | delivery.call | integration, latency_ms | timing delivery.call |
 | delivery.outcome | integration, order_id, state, lag_ms, error_class | counts delivery.attempts and delivery.<state>, timing delivery.lag; a retry or dead letter is an error, a dead letter an alert |
 | circuit.opened | integration | an alert |
@@ -89,6 +91,17 @@ def _delivery_outcome(record: logging.LogRecord) -> None:
         )
 
 
+def _webhook_refused(record: logging.LogRecord) -> None:
+    _recorder().count("webhooks.refused")
+
+
+def _payment_alert(record: logging.LogRecord) -> None:
+    """Money that needs a person: a payment held or reversed, a dispute, a refund that failed
+    after it succeeded or that exceeded what was paid."""
+    _error("payment")(record)
+    _services().alert_raise(subject="payments", kind=str(record.event), message=record.getMessage())
+
+
 def _circuit_opened(record: logging.LogRecord) -> None:
     _services().alert_raise(subject=str(record.integration), kind="circuit_open", message=record.getMessage())
 
@@ -99,6 +112,12 @@ EVENTS: dict[str, Callable[[logging.LogRecord], None]] = {
     "payment.failed": _error("payment"),
     "refund.refused": _error("payment"),
     "webhook.failed": _error("webhook"),
+    "webhook.refused": _webhook_refused,
+    "payment.review": _payment_alert,
+    "payment.reversed": _payment_alert,
+    "payment.disputed": _payment_alert,
+    "refund.failed": _payment_alert,
+    "refund.excess": _payment_alert,
     "delivery.call": _delivery_call,
     "delivery.outcome": _delivery_outcome,
     "circuit.opened": _circuit_opened,

@@ -50,6 +50,14 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.CANCELLED: frozenset(),
 }
 
+# Corrections that follow money back, never offered as edits: a refund that failed after it
+# succeeded (the card was closed) returns the order to what its remaining refunds say.
+# They change what the customer was told, so they send no notification (`Order.correct_to`).
+CORRECTIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.REFUNDED: frozenset({OrderStatus.PARTIALLY_REFUNDED, OrderStatus.PAID}),
+    OrderStatus.PARTIALLY_REFUNDED: frozenset({OrderStatus.PAID}),
+}
+
 # Orders whose stock is still held for them; leaving these for `cancelled` releases it.
 STOCK_HOLDING_STATUSES = frozenset({OrderStatus.PENDING_PAYMENT, OrderStatus.PAYMENT_FAILED})
 # Orders the customer may still edit (address, notes) or cancel.
@@ -79,6 +87,9 @@ class EventType(enum.StrEnum):
     EDITED = "edited"
     NOTE_ADDED = "note_added"
     REFUND_RECORDED = "refund_recorded"
+    REFUND_FAILED = "refund_failed"  # a refund failed after it had succeeded
+    PAYMENT_HELD = "payment_held"  # money arrived that does not match the order: for review
+    PAYMENT_REVERSED = "payment_reversed"  # an unexpected charge, refunded automatically
 
     @property
     def label(self) -> str:
@@ -266,6 +277,30 @@ class Order:
     def is_guest(self) -> bool:
         return self.customer_id is None
 
+    def correct_to(
+        self, to_status: OrderStatus, *, actor: Actor | str, reason: str, data: dict[str, Any]
+    ) -> OrderEvent:
+        """Move back along `CORRECTIONS` because money moved back; recorded as a status change
+        marked `correction` (which tells no one: see `orders.services._notifications`)."""
+        if to_status not in CORRECTIONS.get(self.status, frozenset()):
+            raise IllegalTransition(self.status, to_status)
+        return self._change_status(to_status, actor=actor, data={**data, "correction": reason})
+
+    def _change_status(
+        self, to_status: OrderStatus, *, actor: Actor | str, data: dict[str, Any] | None
+    ) -> OrderEvent:
+        from_status = self.status
+        self.status = to_status
+        self.updated_at = utcnow()
+        return self.record(
+            type=EventType.STATUS_CHANGED,
+            actor=actor,
+            from_status=from_status,
+            to_status=to_status,
+            data=data,
+            at=self.updated_at,
+        )
+
     def record(
         self,
         *,
@@ -324,17 +359,7 @@ class Order:
         """Move to `to_status` if the state machine allows it, recording the change."""
         if not can_transition(self.status, to_status):
             raise IllegalTransition(self.status, to_status)
-        from_status = self.status
-        self.status = to_status
-        self.updated_at = utcnow()
-        return self.record(
-            type=EventType.STATUS_CHANGED,
-            actor=actor,
-            from_status=from_status,
-            to_status=to_status,
-            data=data,
-            at=self.updated_at,
-        )
+        return self._change_status(to_status, actor=actor, data=data)
 
 
 @dataclass(frozen=True, slots=True)

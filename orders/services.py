@@ -197,10 +197,45 @@ def order_record_refund(
     *, repository: OrderRepository, order_id: uuid.UUID, actor: Actor, data: dict[str, Any]
 ) -> Order:
     """Append a refund to the order's audit trail (its status may or may not change with it)."""
+    return order_record_event(
+        repository=repository, order_id=order_id, event_type=EventType.REFUND_RECORDED, actor=actor, data=data
+    )
+
+
+def order_record_event(
+    *,
+    repository: OrderRepository,
+    order_id: uuid.UUID,
+    event_type: EventType,
+    actor: Actor,
+    data: dict[str, Any],
+) -> Order:
+    """Append a payments fact (a refund that failed, a payment held or reversed) to the audit
+    trail; the status does not change."""
 
     def change(order: Order) -> bool:
         order.updated_at = utcnow()
-        order.record(type=EventType.REFUND_RECORDED, actor=actor, data=data, at=order.updated_at)
+        order.record(type=event_type, actor=actor, data=data, at=order.updated_at)
+        return True
+
+    return _apply(repository, order_id, change)
+
+
+def order_correct_status(
+    *,
+    repository: OrderRepository,
+    order_id: uuid.UUID,
+    to_status: OrderStatus,
+    actor: Actor,
+    reason: str,
+    data: dict[str, Any],
+) -> Order:
+    """Move the order back along `CORRECTIONS` (a refund failed after it succeeded)."""
+
+    def change(order: Order) -> bool:
+        if order.status == to_status:
+            return False
+        order.correct_to(to_status, actor=actor, reason=reason, data=data)
         return True
 
     return _apply(repository, order_id, change)
@@ -307,7 +342,9 @@ def _notifications(order: Order) -> list[OutboxMessage]:
             created_at=event.created_at,
         )
         for event in order.pending_events
-        if event.type == EventType.STATUS_CHANGED and event.to_status in NOTIFIED_STATUSES
+        if event.type == EventType.STATUS_CHANGED
+        and event.to_status in NOTIFIED_STATUSES
+        and not event.data.get("correction")
     ]
 
 

@@ -45,7 +45,7 @@ from orders.models import Order as OrderRow
 from orders.repositories import get_order_repository
 from payments import selectors, services
 from payments.gateways.base import GatewayError
-from payments.models import Payment, Refund, RefundStatus, WebhookEvent
+from payments.models import Payment, Refund, RefundStatus, WebhookEvent, WebhookRefusal
 
 REFUND_TEMPLATE = "admin/payments/refund.html"
 
@@ -371,6 +371,7 @@ class PaymentAdmin(ReadOnlyAdmin):
     search_fields = ["=id", "order_id", "intent_id"]
     date_hierarchy = "created_at"
     inlines = [RefundInline]
+    actions = ["accept_held", "refuse_held"]
     # The client secret lets a browser confirm the payment: not shown.
     fields = [
         "id",
@@ -385,6 +386,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         "currency",
         "failure_code",
         "failure_message",
+        "review_reason",
         "last_event_created",
         "created_at",
         "updated_at",
@@ -394,6 +396,32 @@ class PaymentAdmin(ReadOnlyAdmin):
     @admin.display(description="Order", ordering="order_id")
     def order(self, payment: Payment) -> SafeString:
         return _order_link(payment.order_id)
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("payments.add_refund")
+
+    @admin.action(description="Accept held payments (their orders become paid)", permissions=["decide"])
+    def accept_held(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
+        self._decide(request, queryset, accept=True)
+
+    @admin.action(description="Refuse held payments (refund them in full)", permissions=["decide"])
+    def refuse_held(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
+        self._decide(request, queryset, accept=False)
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[Payment], *, accept: bool) -> None:
+        done = 0
+        for payment in queryset:
+            try:
+                services.payment_review_decide(
+                    payment_id=payment.id, accept=accept, actor=order_services.actor_for(request.user)
+                )
+            except OrderError as exc:
+                self.message_user(request, f"Payment {payment.id}: {exc}", messages.ERROR)
+            else:
+                done += 1
+        if done:
+            verb = "accepted" if accept else "refused and refunded"
+            self.message_user(request, f"{done} held payment(s) {verb}.", messages.SUCCESS)
 
 
 @admin.register(Refund)
@@ -408,6 +436,7 @@ class RefundAdmin(ReadOnlyAdmin):
         "actor",
         "requested_by",
         "provider_refund_id",
+        "flag",
     ]
     list_filter = ["status", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["=id", "provider_refund_id", "payment__order_id", "payment__intent_id"]
@@ -529,3 +558,16 @@ class WebhookEventAdmin(ReadOnlyAdmin):
             self.message_user(
                 request, f"{failures} event(s) failed again; their errors are stored on them.", messages.ERROR
             )
+
+
+@admin.register(WebhookRefusal)
+class WebhookRefusalAdmin(ReadOnlyAdmin):
+    """Requests the webhook endpoint refused (kept for operators, without their bodies): a
+    burst of them is a misconfigured secret, a clock that drifted, or someone probing."""
+
+    list_display = ["received_at", "provider", "reason", "size", "source", "signed"]
+    list_filter = ["provider", "signed", ("received_at", admin.DateFieldListFilter)]
+    search_fields = ["reason", "source"]
+    date_hierarchy = "received_at"
+    fields = list_display
+    readonly_fields = fields

@@ -20,10 +20,18 @@ class PaymentStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELED = "canceled", "Canceled"
+    # Money arrived that does not match the order (amount, currency, our metadata): the order is
+    # not marked paid and no new attempt starts until staff decide (refund it, or accept it).
+    REVIEW = "review", "Held for review"
+    # Money arrived that the order did not want (a second charge, or one after it was cancelled):
+    # refunded in full automatically.
+    REVERSED = "reversed", "Unexpected; refunded"
 
 
 # A payment in one of these is over: a new attempt may start after a failure or cancel.
-FINAL_PAYMENT_STATUSES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED})
+FINAL_PAYMENT_STATUSES = frozenset(
+    {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED, PaymentStatus.REVERSED}
+)
 
 
 class Payment(models.Model):
@@ -40,6 +48,8 @@ class Payment(models.Model):
     status = models.CharField(max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.CREATING)
     failure_code = models.CharField(max_length=100, blank=True)
     failure_message = models.CharField(max_length=500, blank=True)
+    # Why a payment is held for review or was reversed (empty otherwise).
+    review_reason = models.CharField(max_length=500, blank=True)
     # Stripe's `created` of the newest webhook event applied: older ones are stale.
     last_event_created = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -80,6 +90,8 @@ class Refund(models.Model):
     provider_refund_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
     status = models.CharField(max_length=20, choices=RefundStatus.choices, default=RefundStatus.PENDING)
     failure_message = models.CharField(max_length=500, blank=True)
+    # Set when the provider reported more than was left to refund: what was cut off, and why.
+    flag = models.CharField(max_length=500, blank=True)
     actor = models.CharField(max_length=120)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -99,6 +111,7 @@ class Refund(models.Model):
 
 class WebhookResult(models.TextChoices):
     PROCESSED = "processed", "Processed"
+    FLAGGED = "flagged", "Processed, with something for staff to review"
     STALE = "stale", "Ignored: older than the state applied"
     UNHANDLED = "unhandled", "Stored: a type we do not act on"
     UNKNOWN_PAYMENT = "unknown_payment", "Ignored: no payment of ours"
@@ -125,3 +138,35 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class WebhookRefusal(models.Model):
+    """A request to the webhook endpoint that was refused (bad signature, stale or future
+    timestamp, not UTF-8 or JSON, too large): kept for operators, never with the body.
+
+    Bounded: only the newest `settings.STRIPE_WEBHOOK_REFUSALS_KEPT` are kept."""
+
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    provider = models.CharField(max_length=20, default="stripe")
+    reason = models.CharField(max_length=300)
+    size = models.PositiveIntegerField(help_text="The body's length in bytes.")
+    source = models.GenericIPAddressField(null=True, blank=True)
+    signed = models.BooleanField(default=False, help_text="Whether a signature header was sent.")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.received_at:%Y-%m-%d %H:%M:%S} {self.reason}"
+
+
+class SyncCursor(models.Model):
+    """Where a sweep over the provider last stopped (e.g. the newest event reconciled), so the
+    next run goes on from there."""
+
+    name = models.CharField(max_length=100, unique=True)
+    value = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} = {self.value}"

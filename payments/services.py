@@ -20,9 +20,10 @@ from django.db.models import F, Max, Sum
 from django.utils import timezone
 
 from orders import services as order_services
-from orders.domain import Actor, Order, OrderError, OrderStatus
+from orders.domain import CORRECTIONS, Actor, EventType, Order, OrderError, OrderStatus, can_transition
 from orders.repositories import OrderRepository, get_order_repository
 from payments.gateways.base import (
+    GatewayConflict,
     GatewayError,
     GatewayRequestRefused,
     IntentRequest,
@@ -34,7 +35,16 @@ from payments.gateways.base import (
     WebhookEventData,
     get_payment_gateway,
 )
-from payments.models import Payment, PaymentStatus, Refund, RefundStatus, WebhookEvent, WebhookResult
+from payments.models import (
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    SyncCursor,
+    WebhookEvent,
+    WebhookRefusal,
+    WebhookResult,
+)
 from payments.selectors import refunded_minor
 
 logger = logging.getLogger(__name__)
@@ -57,10 +67,20 @@ class PaymentInProgress(PaymentError):
     pass
 
 
+class PaymentConflict(PaymentError):
+    """Stripe refused a request as an idempotency conflict (answered 409)."""
+
+
 class RefundRefused(PaymentError):
     def __init__(self, message: str, *, field: str = "amount_minor") -> None:
         super().__init__(message)
         self.fields = {field: [message]}
+
+
+def _alert(message: str, *args: Any, extra: dict[str, Any]) -> None:
+    """Log an event that alerts staff (monitoring.observer), once the transaction commits: a
+    change that rolls back alerts no one, and the alert's own writes never wait on our locks."""
+    transaction.on_commit(lambda: logger.error(message, *args, extra=extra))
 
 
 # --- paying ---------------------------------------------------------------------------------
@@ -88,27 +108,71 @@ def payment_confirm(
             repository, order.id, OrderStatus.PENDING_PAYMENT, actor, {"payment_attempt": payment.attempt}
         )
     try:
+        # The attempt's own parameters, stored when it was claimed: a stuck attempt claimed
+        # again repeats the same request under the same key, which Stripe answers with the
+        # first outcome; a different payment method would be an idempotency conflict.
         result = gateway.create_intent(
             IntentRequest(
                 order_id=str(order.id),
                 attempt=payment.attempt,
                 amount_minor=payment.amount_minor,
                 currency=payment.currency,
-                payment_method=payment_method,
+                payment_method=payment.payment_method or payment_method,
                 idempotency_key=f"order:{order.id}:payment:{payment.attempt}",
             )
         )
+    except GatewayConflict as exc:
+        return _settle_conflict(payment, exc, gateway=gateway, actor=actor, repository=repository)
     except GatewayRequestRefused as exc:
-        result = IntentResult(
-            intent_id="",
-            status=IntentStatus.REQUIRES_PAYMENT_METHOD,
-            amount_minor=payment.amount_minor,
-            amount_received_minor=0,
-            currency=payment.currency,
-            error_code=exc.code or "refused",
-            error_message=str(exc),
-        )
+        result = _refused(payment, exc)
     return payment_apply_intent(payment_id=payment.id, intent=result, actor=actor, repository=repository)
+
+
+def _refused(payment: Payment, exc: GatewayRequestRefused) -> IntentResult:
+    """A refusal as the report of a failed attempt (the order may be paid with a new one)."""
+    return IntentResult(
+        intent_id="",
+        status=IntentStatus.REQUIRES_PAYMENT_METHOD,
+        amount_minor=payment.amount_minor,
+        amount_received_minor=0,
+        currency=payment.currency,
+        error_code=exc.code or "refused",
+        error_message=str(exc),
+    )
+
+
+def _settle_conflict(
+    payment: Payment,
+    exc: GatewayConflict,
+    *,
+    gateway: PaymentGateway,
+    actor: Actor,
+    repository: OrderRepository,
+) -> Payment:
+    """Stripe saw this attempt's key with other parameters: its intent, if it made one, is the
+    truth; if it made none, the attempt failed, and the next confirm starts a new attempt with a
+    new key. The caller is told of the conflict (409) either way unless the intent is known."""
+    logger.warning(
+        "Stripe refused attempt %s of order %s as an idempotency conflict: %s",
+        payment.attempt,
+        payment.order_id,
+        exc,
+        extra={"event": "payment.failed", "order_id": payment.order_id, "error_class": "idempotency_error"},
+    )
+    try:
+        found = gateway.find_intents(order_id=str(payment.order_id), attempt=payment.attempt)
+    except (GatewayError, GatewayRequestRefused):
+        found = []
+    if found:
+        return payment_apply_intent(
+            payment_id=payment.id, intent=found[0], actor=actor, repository=repository
+        )
+    payment_apply_intent(
+        payment_id=payment.id, intent=_refused(payment, exc), actor=actor, repository=repository
+    )
+    raise PaymentConflict(
+        "This payment attempt clashed with an earlier request to Stripe; nothing was charged. Try again."
+    )
 
 
 def payment_setup_start(*, order_id: uuid.UUID, gateway: PaymentGateway | None = None) -> str:
@@ -124,6 +188,8 @@ def _claim_attempt(order: Order, payment_method: str) -> tuple[Payment, bool]:
         latest = Payment.objects.select_for_update().filter(order_id=order.id).order_by("-attempt").first()
         if latest is not None and latest.status == PaymentStatus.SUCCEEDED:
             return latest, False
+        if Payment.objects.filter(order_id=order.id, status=PaymentStatus.REVIEW).exists():
+            raise PaymentInProgress("A payment of this order is held for review; staff will be in touch.")
         if order.status not in PAYABLE_STATUSES:
             raise PaymentNotAllowed(f"An order that is {order.status} cannot be paid.")
         if latest is not None and not latest.is_final:
@@ -173,12 +239,16 @@ _RANK = {
     PaymentStatus.FAILED: 3,
     PaymentStatus.CANCELED: 3,
     PaymentStatus.SUCCEEDED: 4,
+    PaymentStatus.REVIEW: 4,
+    PaymentStatus.REVERSED: 4,
 }
 
 
 def _advance(current: PaymentStatus, intent: IntentResult) -> PaymentStatus | None:
     """The status a report of `intent` moves a payment to, or None if that would be backwards
     (a lower rank, or anything but success after a success)."""
+    if current in {PaymentStatus.REVIEW, PaymentStatus.REVERSED}:
+        return None  # decided: staff review it, or its money is on its way back
     reported = _payment_status(intent)
     if _RANK[reported] < _RANK[current] or (
         current == PaymentStatus.SUCCEEDED and reported != PaymentStatus.SUCCEEDED
@@ -230,6 +300,8 @@ def _apply_intent(
         payment = Payment.objects.select_for_update().get(id=payment_id)
         if event_created and event_created < payment.last_event_created:
             return payment, True
+        if payment.intent_id and intent.intent_id and intent.intent_id != payment.intent_id:
+            return payment, True  # another intent's report: never replaces the one we know
         current = PaymentStatus(payment.status)
         new_status = _advance(current, intent)
         if new_status is None:
@@ -248,14 +320,145 @@ def _apply_intent(
                     "error_class": payment.failure_code or "payment_failed",
                 },
             )
-        payment.status = new_status
         payment.intent_id = intent.intent_id or payment.intent_id
         payment.client_secret = intent.client_secret or payment.client_secret
         payment.amount_received_minor = max(payment.amount_received_minor, intent.amount_received_minor)
         payment.last_event_created = max(payment.last_event_created, event_created)
+        if new_status == PaymentStatus.SUCCEEDED and current != PaymentStatus.SUCCEEDED:
+            new_status = _judge_success(repository, payment, intent)
+        payment.status = new_status
         payment.save()
-        _sync_order(repository, payment, actor)
+        if new_status in {PaymentStatus.REVIEW, PaymentStatus.REVERSED}:
+            _set_aside(repository, payment, actor)
+        else:
+            _sync_order(repository, payment, actor)
     return payment, False
+
+
+def _judge_success(repository: OrderRepository, payment: Payment, intent: IntentResult) -> PaymentStatus:
+    """What money that arrived for `payment` is: the order's payment (`succeeded`), something
+    that does not match what we asked for (`review`), or a charge the order did not want
+    (`reversed`: a second payment, or one after the order was cancelled). Sets the reason."""
+    problems = []
+    if intent.currency.upper() != payment.currency.upper():
+        problems.append(f"currency {intent.currency.upper()}, not {payment.currency.upper()}")
+    received = intent.amount_received_minor
+    if received != payment.amount_minor:
+        problems.append(f"{received} received, not {payment.amount_minor}")
+    if intent.metadata.get("order_id") != str(payment.order_id):
+        problems.append(f"its metadata names order {intent.metadata.get('order_id') or '(none)'}")
+    if problems:
+        payment.review_reason = (
+            f"PaymentIntent {intent.intent_id} does not match the order: {'; '.join(problems)}."
+        )
+        return PaymentStatus.REVIEW
+    order = repository.get(payment.order_id)
+    other = (
+        Payment.objects.filter(order_id=payment.order_id, status=PaymentStatus.SUCCEEDED)
+        .exclude(id=payment.id)
+        .first()
+    )
+    if other is not None:
+        payment.review_reason = f"The order was already paid by attempt {other.attempt}."
+        return PaymentStatus.REVERSED
+    if order.status not in PAYABLE_STATUSES:
+        payment.review_reason = f"The order was {order.status} when this payment succeeded."
+        return PaymentStatus.REVERSED
+    return PaymentStatus.SUCCEEDED
+
+
+def _set_aside(repository: OrderRepository, payment: Payment, actor: Actor) -> None:
+    """Record on the order why its payment is held for review or reversed, and alert staff; a
+    reversed payment is refunded in full once the transaction commits (the refund calls Stripe;
+    reconciliation retries it if that fails)."""
+    held = payment.status == PaymentStatus.REVIEW
+    _alert(
+        "Payment %s of order %s is %s: %s",
+        payment.id,
+        payment.order_id,
+        "held for review" if held else "not wanted and is refunded automatically",
+        payment.review_reason,
+        extra={
+            "event": "payment.review" if held else "payment.reversed",
+            "order_id": payment.order_id,
+            "error_class": "PaymentHeld" if held else "PaymentReversed",
+        },
+    )
+    order_services.order_record_event(
+        repository=repository,
+        order_id=payment.order_id,
+        event_type=EventType.PAYMENT_HELD if held else EventType.PAYMENT_REVERSED,
+        actor=actor,
+        data={
+            "payment_id": str(payment.id),
+            "intent_id": payment.intent_id or "",
+            "amount_minor": payment.amount_received_minor,
+            "currency": payment.currency,
+            "reason": payment.review_reason,
+        },
+    )
+    if not held:
+        payment_id = payment.id
+        transaction.on_commit(lambda: _reverse_quietly(payment_id, repository))
+
+
+def payment_review_decide(
+    *, payment_id: uuid.UUID, accept: bool, actor: Actor, repository: OrderRepository | None = None
+) -> Payment:
+    """Staff decide on a payment held for review: accept it as the order's payment (the order
+    becomes paid, whatever the mismatch was), or refuse it (it is refunded in full)."""
+    repository = repository or get_order_repository()
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(id=payment_id)
+        if payment.status != PaymentStatus.REVIEW:
+            raise PaymentNotAllowed(f"Payment {payment.id} is {payment.status}, not held for review.")
+        if accept:
+            order = repository.get(payment.order_id)
+            paid = Payment.objects.filter(order_id=payment.order_id, status=PaymentStatus.SUCCEEDED).exists()
+            if paid or order.status not in PAYABLE_STATUSES:
+                raise PaymentNotAllowed(
+                    f"The order is {order.status}{' and already paid' if paid else ''}: refund this payment instead."
+                )
+        payment.status = PaymentStatus.SUCCEEDED if accept else PaymentStatus.REVERSED
+        payment.review_reason = f"{payment.review_reason} {'Accepted' if accept else 'Refused'} by {actor}."[
+            :500
+        ]
+        payment.save()
+        if accept:
+            _sync_order(repository, payment, actor)
+        else:
+            _set_aside(repository, payment, actor)
+    return payment
+
+
+def _reverse_quietly(payment_id: uuid.UUID, repository: OrderRepository) -> None:
+    try:
+        payment_reverse(payment_id=payment_id, repository=repository)
+    except Exception:  # reconciliation finds the reversed payment and tries again
+        logger.exception("The automatic refund of payment %s failed; reconciliation will retry", payment_id)
+
+
+def payment_reverse(
+    *, payment_id: uuid.UUID, repository: OrderRepository | None = None, gateway: PaymentGateway | None = None
+) -> Refund | None:
+    """Refund what is left of a reversed payment (an unwanted charge), once: a refund already
+    under way or done is not repeated. Returns the refund, or None when nothing is left."""
+    repository = repository or get_order_repository()
+    gateway = gateway or get_payment_gateway()
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(id=payment_id)
+        if payment.status != PaymentStatus.REVERSED:
+            return None
+        left = payment.amount_received_minor - refunded_minor(payment)
+        if left <= 0:
+            return None
+        refund = Refund.objects.create(
+            payment=payment,
+            amount_minor=left,
+            reason=f"Automatic: {payment.review_reason}"[:500],
+            actor=str(REVERSE_ACTOR),
+        )
+    return _refund_at_provider(refund, payment, gateway=gateway, actor=REVERSE_ACTOR, repository=repository)
 
 
 def _sync_order(repository: OrderRepository, payment: Payment, actor: Actor) -> None:
@@ -271,10 +474,6 @@ def _sync_order(repository: OrderRepository, payment: Payment, actor: Actor) -> 
         "intent_id": payment.intent_id or "",
     }
     if target == order.status:
-        if payment.status == PaymentStatus.SUCCEEDED and order.status == OrderStatus.CANCELLED:
-            logger.error(
-                "Order %s was paid after it was cancelled (payment %s): refund it", order.id, payment.id
-            )
         return
     if target == OrderStatus.PAID:
         if order.status == OrderStatus.PAYMENT_FAILED:  # the state machine goes through pending_payment
@@ -308,11 +507,7 @@ def payment_sync(
     gateway = gateway or get_payment_gateway()
     payment = Payment.objects.get(id=payment_id)
     if not payment.intent_id:
-        found = [
-            i
-            for i in gateway.find_intents(order_id=str(payment.order_id))
-            if i.metadata.get("attempt") == str(payment.attempt)
-        ]
+        found = gateway.find_intents(order_id=str(payment.order_id), attempt=payment.attempt)
         if not found:
             return payment
         intent = found[0]
@@ -363,74 +558,136 @@ def payment_refund(
             actor=str(actor),
             requested_by=requested_by,
         )
+    return _refund_at_provider(refund, payment, gateway=gateway, actor=actor, repository=repository)
+
+
+def _refund_at_provider(
+    refund: Refund, payment: Payment, *, gateway: PaymentGateway, actor: Actor, repository: OrderRepository
+) -> Refund:
+    """Ask Stripe for the refund recorded (pending) as `refund`, under a key of its own, with our
+    id in its metadata: whichever arrives first, this answer or Stripe's `refund.*` webhook,
+    completes the same row."""
     try:
         result = gateway.refund(
             RefundRequest(
                 intent_id=payment.intent_id or "",
-                amount_minor=amount,
+                amount_minor=refund.amount_minor,
                 idempotency_key=f"refund:{refund.id}",
-                metadata={"refund_id": str(refund.id), "order_id": str(order_id)},
+                metadata={"refund_id": str(refund.id), "order_id": str(payment.order_id)},
             )
         )
     except GatewayRequestRefused as exc:
-        Refund.objects.filter(id=refund.id).update(status=RefundStatus.FAILED, failure_message=str(exc)[:500])
+        Refund.objects.filter(id=refund.id, status=RefundStatus.PENDING).update(
+            status=RefundStatus.FAILED, failure_message=str(exc)[:500]
+        )
         logger.warning(
             "Stripe refused a refund of order %s: %s",
-            order_id,
+            payment.order_id,
             exc,
-            extra={"event": "refund.refused", "order_id": order_id, "error_class": "RefundRefused"},
+            extra={"event": "refund.refused", "order_id": payment.order_id, "error_class": "RefundRefused"},
         )
         raise RefundRefused(f"Stripe refused the refund: {exc}", field="non_field_errors") from exc
     return refund_apply(refund_id=refund.id, result=result, actor=actor, repository=repository)
 
 
+# How far along a refund is (Stripe's statuses): a report never moves one back. A refund that
+# succeeded may still fail later (the card was closed); failed and canceled are final.
+_REFUND_RANK = {
+    RefundStatus.PENDING: 0,
+    RefundStatus.SUCCEEDED: 1,
+    RefundStatus.FAILED: 2,
+    RefundStatus.CANCELED: 2,
+}
+
+
+def _refund_status(reported: str) -> RefundStatus:
+    return RefundStatus(reported) if reported in RefundStatus.values else RefundStatus.PENDING
+
+
 def refund_apply(
     *, refund_id: uuid.UUID, result: RefundResult, actor: Actor, repository: OrderRepository | None = None
 ) -> Refund:
-    """Record the provider's word on a refund and move the order to match."""
+    """Record the provider's word on a refund and move the order to match (idempotent; a report
+    that would move the refund back is ignored)."""
     repository = repository or get_order_repository()
     with transaction.atomic():
         refund = Refund.objects.select_for_update().select_related("payment").get(id=refund_id)
-        if refund.status != RefundStatus.SUCCEEDED:
-            refund.status = result.status if result.status in RefundStatus.values else RefundStatus.PENDING
-            refund.provider_refund_id = result.refund_id or refund.provider_refund_id
-            refund.failure_message = result.error_message or result.error_code
-            refund.save()
-            if refund.status == RefundStatus.SUCCEEDED:
-                order_services.order_record_refund(
-                    repository=repository,
-                    order_id=refund.payment.order_id,
-                    actor=actor,
-                    data={
-                        "refund_id": str(refund.id),
-                        "provider_refund_id": refund.provider_refund_id or "",
-                        "amount_minor": refund.amount_minor,
-                        "currency": refund.payment.currency,
-                        "reason": refund.reason,
-                    },
-                )
-        _sync_order_refunds(repository, refund.payment, actor)
+        before = RefundStatus(refund.status)
+        after = _refund_status(result.status)
+        if result.refund_id and not refund.provider_refund_id:
+            refund.provider_refund_id = result.refund_id
+            refund.save(update_fields=["provider_refund_id", "updated_at"])
+        if _REFUND_RANK[after] <= _REFUND_RANK[before]:
+            return refund
+        refund.status = after
+        refund.failure_message = (result.error_message or result.error_code)[:500]
+        refund.save()
+        payment = refund.payment
+        event_data = {
+            "refund_id": str(refund.id),
+            "provider_refund_id": refund.provider_refund_id or "",
+            "amount_minor": refund.amount_minor,
+            "currency": payment.currency,
+            "reason": refund.reason,
+        }
+        if after == RefundStatus.SUCCEEDED:
+            order_services.order_record_refund(
+                repository=repository, order_id=payment.order_id, actor=actor, data=event_data
+            )
+        elif before == RefundStatus.SUCCEEDED:
+            # The money did not reach the customer after all: staff must act (another way to pay
+            # them back), and the order no longer counts it.
+            _alert(
+                "Refund %s of order %s failed after it succeeded (%s): the customer got nothing back",
+                refund.provider_refund_id or refund.id,
+                payment.order_id,
+                refund.failure_message or "no reason given",
+                extra={"event": "refund.failed", "order_id": payment.order_id, "error_class": "RefundFailed"},
+            )
+            order_services.order_record_event(
+                repository=repository,
+                order_id=payment.order_id,
+                event_type=EventType.REFUND_FAILED,
+                actor=actor,
+                data=event_data | {"failure": refund.failure_message},
+            )
+        _sync_order_refunds(repository, payment, actor)
     return refund
 
 
 def _sync_order_refunds(repository: OrderRepository, payment: Payment, actor: Actor) -> None:
-    done = (
+    """Derive the order's status from the refunds that succeeded: paid, partially refunded or
+    refunded; forward as refunds succeed, back (a correction) when one fails later."""
+    if payment.status != PaymentStatus.SUCCEEDED:
+        return  # a reversed or held payment's refunds are not the order's
+    done = int(
         payment.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(total=Sum("amount_minor"))["total"]
         or 0
     )
-    if not done:
-        return
-    target = OrderStatus.REFUNDED if done >= payment.amount_received_minor else OrderStatus.PARTIALLY_REFUNDED
+    if done >= payment.amount_received_minor:
+        target = OrderStatus.REFUNDED
+    else:
+        target = OrderStatus.PARTIALLY_REFUNDED if done else OrderStatus.PAID
     order = repository.get(payment.order_id)
-    if order.status == target or order.status == OrderStatus.REFUNDED:
+    if order.status == target:
         return
-    data = {"refunded_minor": int(done), "payment_id": str(payment.id)}
-    if order.status in REFUNDABLE_STATUSES:
+    data = {"refunded_minor": done, "payment_id": str(payment.id)}
+    if order.status in REFUNDABLE_STATUSES and can_transition(order.status, target):
         _transition(repository, order.id, target, actor, data)
+    elif target in CORRECTIONS.get(order.status, frozenset()):
+        order_services.order_correct_status(
+            repository=repository,
+            order_id=order.id,
+            to_status=target,
+            actor=actor,
+            reason="refund_failed",
+            data=data,
+        )
 
 
 # --- webhooks -------------------------------------------------------------------------------
 WEBHOOK_ACTOR = Actor.system("stripe-webhook")
+REVERSE_ACTOR = Actor.system("payments")
 INTENT_EVENTS = frozenset(
     {
         "payment_intent.succeeded",
@@ -440,7 +697,13 @@ INTENT_EVENTS = frozenset(
         "payment_intent.requires_action",
     }
 )
-REFUND_EVENTS = frozenset({"charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"})
+# Events about one refund (data.object is the refund).
+REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"})
+# Events about a charge's refunds (data.object is the charge, which no longer lists them).
+CHARGE_REFUND_EVENTS = frozenset({"charge.refunded"})
+DISPUTE_EVENTS = frozenset({"charge.dispute.created"})
+# The event types the endpoint at Stripe must send (README; `manage.py stripe_webhook_endpoint`).
+HANDLED_EVENTS = tuple(sorted(INTENT_EVENTS | REFUND_EVENTS | CHARGE_REFUND_EVENTS | DISPUTE_EVENTS))
 
 
 def webhook_receive(*, event: WebhookEventData) -> WebhookEvent:
@@ -493,43 +756,169 @@ def webhook_process(*, event_pk: int, again: bool = False) -> WebhookEvent:
 def _dispatch(stored: WebhookEvent) -> str:
     event = get_payment_gateway().parse_event(stored.payload)
     if stored.type in INTENT_EVENTS and event.intent is not None:
-        intent = event.intent
-        payment = Payment.objects.filter(intent_id=intent.intent_id).first()
-        if (
-            payment is None
-            and intent.metadata.get("order_id")
-            and intent.metadata.get("attempt", "").isdigit()
-        ):
-            # Our record of this attempt never learnt its intent id (we stopped mid-call).
-            payment = Payment.objects.filter(
-                order_id=intent.metadata["order_id"], attempt=int(intent.metadata["attempt"])
-            ).first()
+        return _dispatch_intent(event.intent, created=stored.created)
+    if stored.type in REFUND_EVENTS and event.refund is not None:
+        return _apply_refund_report(event.refund)
+    if stored.type in CHARGE_REFUND_EVENTS and event.charge is not None:
+        # The charge says only how much is refunded in all; its refunds are listed at Stripe.
+        payment = (
+            Payment.objects.filter(intent_id=event.charge.intent_id).first()
+            if event.charge.intent_id
+            else None
+        )
         if payment is None:
             return WebhookResult.UNKNOWN_PAYMENT
-        _, stale = _apply_intent(
-            payment_id=payment.id, intent=intent, actor=WEBHOOK_ACTOR, event_created=stored.created
-        )
-        return WebhookResult.STALE if stale else WebhookResult.PROCESSED
-    if stored.type in REFUND_EVENTS:
-        handled = False
-        for result in event.refunds:
-            refund = Refund.objects.filter(provider_refund_id=result.refund_id).first()
-            if refund is None:
-                payment = Payment.objects.filter(intent_id=result.intent_id).first()
-                if payment is None:
-                    continue
-                # A refund made outside the system (Stripe's dashboard): record it too.
-                refund = Refund.objects.create(
-                    payment=payment,
-                    amount_minor=result.amount_minor,
-                    provider_refund_id=result.refund_id,
-                    actor=str(WEBHOOK_ACTOR),
-                    reason="Made outside the system",
-                )
-            refund_apply(refund_id=refund.id, result=result, actor=WEBHOOK_ACTOR)
-            handled = True
-        return WebhookResult.PROCESSED if handled else WebhookResult.UNKNOWN_PAYMENT
+        results = {
+            _apply_refund_report(r) for r in get_payment_gateway().find_refunds(intent_id=payment.intent_id)
+        }
+        return WebhookResult.FLAGGED if WebhookResult.FLAGGED in results else WebhookResult.PROCESSED
+    if stored.type in DISPUTE_EVENTS and event.payload["data"]["object"].get("object") == "dispute":
+        return _dispute_opened(event.payload["data"]["object"])
     return WebhookResult.UNHANDLED
+
+
+def _dispatch_intent(intent: IntentResult, *, created: int) -> str:
+    payment = Payment.objects.filter(intent_id=intent.intent_id).first() if intent.intent_id else None
+    if payment is None:
+        payment = _payment_by_metadata(intent)
+    if payment is None:
+        return WebhookResult.UNKNOWN_PAYMENT
+    _, stale = _apply_intent(payment_id=payment.id, intent=intent, actor=WEBHOOK_ACTOR, event_created=created)
+    return WebhookResult.STALE if stale else WebhookResult.PROCESSED
+
+
+def _payment_by_metadata(intent: IntentResult) -> Payment | None:
+    """The payment an intent we do not know by id belongs to, by our metadata: the attempt that
+    never learnt its intent id (we stopped mid-call). An intent for an attempt that already has
+    another intent, if it took money, is an unexpected charge: recorded as a reversed payment of
+    its own (refunded automatically), never put in place of the intent we know."""
+    try:
+        order_id = uuid.UUID(intent.metadata.get("order_id", ""))
+    except ValueError:
+        return None
+    attempt = intent.metadata.get("attempt", "")
+    candidate = (
+        Payment.objects.filter(order_id=order_id, attempt=int(attempt)).first() if attempt.isdigit() else None
+    )
+    if candidate is not None and not candidate.intent_id:
+        return candidate
+    if not intent.succeeded or not Payment.objects.filter(order_id=order_id).exists():
+        return None  # nothing taken, or not an order of ours
+    latest = Payment.objects.filter(order_id=order_id).order_by("-attempt").first()
+    try:
+        with transaction.atomic():
+            return Payment.objects.create(
+                order_id=order_id,
+                attempt=latest.attempt + 1,
+                intent_id=intent.intent_id,
+                amount_minor=intent.amount_minor,
+                currency=intent.currency,
+                status=PaymentStatus.CREATING,
+            )
+    except IntegrityError:  # the same report, delivered twice at once
+        return Payment.objects.filter(intent_id=intent.intent_id).first()
+
+
+def _apply_refund_report(result: RefundResult) -> str:
+    """Apply what Stripe says of one refund: to our row, found by Stripe's id or by the
+    `refund_id` we put in its metadata (so the webhook and the API answer complete the same row,
+    whichever comes first), or to a new row for a refund made elsewhere (the Dashboard),
+    bounded by what is left of the payment."""
+    refund = Refund.objects.filter(provider_refund_id=result.refund_id).first()
+    if refund is None and result.metadata.get("refund_id"):
+        try:
+            refund = Refund.objects.filter(id=uuid.UUID(result.metadata["refund_id"])).first()
+        except ValueError:
+            refund = None
+        if refund is not None and refund.provider_refund_id not in (None, "", result.refund_id):
+            refund = None  # our id on another refund of Stripe's: not ours to complete
+    flagged = False
+    if refund is None:
+        refund, flagged = _record_outside_refund(result)
+        if refund is None:
+            return WebhookResult.FLAGGED if flagged else WebhookResult.UNKNOWN_PAYMENT
+    refund_apply(refund_id=refund.id, result=result, actor=WEBHOOK_ACTOR)
+    return WebhookResult.FLAGGED if flagged or refund.flag else WebhookResult.PROCESSED
+
+
+def _record_outside_refund(result: RefundResult) -> tuple[Refund | None, bool]:
+    """A row for a refund made outside the system; (None, flagged) when there is nothing to
+    record. Never more than what is left of the payment: the excess is flagged and alerted."""
+    if not result.intent_id:
+        return None, False
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().filter(intent_id=result.intent_id).first()
+        if payment is None:
+            return None, False
+        existing = Refund.objects.filter(provider_refund_id=result.refund_id).first()
+        if existing is not None:  # recorded while we waited for the lock
+            return existing, False
+        amount, flag = result.amount_minor, ""
+        if _refund_status(result.status) in {RefundStatus.PENDING, RefundStatus.SUCCEEDED}:
+            left = max(0, payment.amount_received_minor - refunded_minor(payment))
+            if amount > left:
+                flag = (
+                    f"Stripe reported a refund of {amount} ({payment.currency}, minor units), but only {left}"
+                    f" of the {payment.amount_received_minor} received was left: {amount - left} not counted."
+                )
+                _alert(
+                    "Refund %s of order %s exceeds what was paid: %s",
+                    result.refund_id,
+                    payment.order_id,
+                    flag,
+                    extra={
+                        "event": "refund.excess",
+                        "order_id": payment.order_id,
+                        "error_class": "RefundExcess",
+                    },
+                )
+                amount = left
+        if amount <= 0:
+            return None, bool(flag)
+        refund = Refund.objects.create(
+            payment=payment,
+            amount_minor=amount,
+            provider_refund_id=result.refund_id,
+            actor=str(WEBHOOK_ACTOR),
+            reason="Made outside the system",
+            flag=flag,
+        )
+    return refund, bool(flag)
+
+
+def _dispute_opened(dispute: dict[str, Any]) -> str:
+    intent_id = dispute.get("payment_intent") or ""
+    payment = (
+        Payment.objects.filter(intent_id=intent_id).first()
+        if isinstance(intent_id, str) and intent_id
+        else None
+    )
+    if payment is None:
+        return WebhookResult.UNKNOWN_PAYMENT
+    _alert(
+        "The customer disputes payment %s of order %s (%s %s, reason %s): answer it in Stripe's Dashboard",
+        payment.id,
+        payment.order_id,
+        dispute.get("amount"),
+        str(dispute.get("currency") or "").upper(),
+        dispute.get("reason") or "unknown",
+        extra={"event": "payment.disputed", "order_id": payment.order_id, "error_class": "Dispute"},
+    )
+    return WebhookResult.FLAGGED
+
+
+def webhook_refusal_record(*, reason: str, size: int, source: str | None, signed: bool) -> None:
+    """Keep a record of a refused webhook request (never its body); only the newest
+    STRIPE_WEBHOOK_REFUSALS_KEPT are kept, pruned every 100 records."""
+    from django.conf import settings
+
+    try:
+        refusal = WebhookRefusal.objects.create(reason=reason[:300], size=size, source=source, signed=signed)
+        if refusal.pk % 100 == 0:
+            keep = int(settings.STRIPE_WEBHOOK_REFUSALS_KEPT)
+            WebhookRefusal.objects.filter(pk__lte=refusal.pk - keep).delete()
+    except Exception:  # the refusal is answered and logged even if it cannot be kept
+        logger.exception("Could not record a refused webhook")
 
 
 # --- reconciliation -------------------------------------------------------------------------
@@ -564,6 +953,71 @@ class ReconcileChange:
     @property
     def order_changed(self) -> bool:
         return self.order_before != self.order_after
+
+
+# Where reconciliation last stopped: the start of its last run (payments created since then are
+# checked next time), and the creation time of the newest Stripe event it went through.
+RECONCILE_CURSOR = "stripe.reconcile.payments"
+EVENTS_CURSOR = "stripe.reconcile.events"
+# Stripe keeps events for 30 days: an events cursor older than that starts at the oldest kept.
+EVENTS_KEPT = timedelta(days=30)
+FIRST_WINDOW = timedelta(hours=24)
+
+
+def reconcile_since_default() -> datetime:
+    """Where the last run started, or 24 hours ago before the first run."""
+    cursor = SyncCursor.objects.filter(name=RECONCILE_CURSOR).first()
+    if cursor is None:
+        return timezone.now() - FIRST_WINDOW
+    return datetime.fromtimestamp(cursor.value, tz=timezone.get_current_timezone())
+
+
+def reconcile_mark(started: datetime) -> None:
+    SyncCursor.objects.update_or_create(name=RECONCILE_CURSOR, defaults={"value": int(started.timestamp())})
+
+
+@dataclass(frozen=True, slots=True)
+class EventsSweep:
+    """What going through Stripe's events since the cursor found: how many were listed, how
+    many we had not received by webhook (applied now, or in a dry run: would be), errors."""
+
+    listed: int
+    missed: int
+    errors: list[str]
+    since: int
+
+
+def payment_reconcile_events(
+    *, since: datetime | None = None, gateway: PaymentGateway | None = None, dry_run: bool = False
+) -> EventsSweep:
+    """List Stripe's events of the types we handle created since the events cursor (or `since`),
+    oldest first, and apply each one we never received, exactly as if its webhook had come:
+    the events cursor, not a scan of the account, finds what webhooks missed."""
+    gateway = gateway or get_payment_gateway()
+    now = timezone.now()
+    if since is None:
+        cursor = SyncCursor.objects.filter(name=EVENTS_CURSOR).first()
+        start = cursor.value if cursor else int((now - FIRST_WINDOW).timestamp())
+    else:
+        start = int(since.timestamp())
+    start = max(start, int((now - EVENTS_KEPT).timestamp()))
+    # Stripe's `created` is in whole seconds: go from the cursor's second again (repeats are
+    # stored once), so events created in that second after the last run are not skipped.
+    events = gateway.list_events(created_after=start - 1, types=list(HANDLED_EVENTS), limit=10_000)
+    known = set(
+        WebhookEvent.objects.filter(event_id__in=[e.id for e in events]).values_list("event_id", flat=True)
+    )
+    missed = [e for e in events if e.id not in known]
+    errors = []
+    if not dry_run:
+        for event in missed:
+            try:
+                webhook_receive(event=event)
+            except Exception as exc:  # noqa: BLE001 - recorded on the stored event (replay --failed)
+                errors.append(f"event {event.id} ({event.type}): {type(exc).__name__}: {exc}")
+        newest = max((e.created for e in events), default=start)
+        SyncCursor.objects.update_or_create(name=EVENTS_CURSOR, defaults={"value": newest})
+    return EventsSweep(listed=len(events), missed=len(missed), errors=errors, since=start)
 
 
 def payment_reconcile(
@@ -696,11 +1150,7 @@ def _reconcile_payment(
 def _intent_of(payment: Payment, gateway: PaymentGateway) -> IntentResult | None:
     if payment.intent_id:
         return gateway.retrieve_intent(payment.intent_id)
-    found = [
-        intent
-        for intent in gateway.find_intents(order_id=str(payment.order_id))
-        if intent.metadata.get("attempt") == str(payment.attempt)
-    ]
+    found = gateway.find_intents(order_id=str(payment.order_id), attempt=payment.attempt)
     return found[0] if found else None
 
 
@@ -737,12 +1187,9 @@ def refund_reconcile_pending(
     changes = []
     for refund in stuck:
         try:
-            found = [
-                r
-                for r in gateway.find_refunds(intent_id=refund.payment.intent_id or "")
-                if r.metadata.get("refund_id") == str(refund.id)
-            ]
-        except (GatewayError, GatewayRequestRefused) as exc:
+            after = _settle_pending_refund(refund, gateway=gateway, repository=repository, dry_run=dry_run)
+        except Exception as exc:  # noqa: BLE001 - one refund that cannot be settled stops no other
+            logger.warning("Could not settle pending refund %s: %s", refund.id, exc)
             changes.append(
                 RefundReconcileChange(
                     refund_id=refund.id,
@@ -753,16 +1200,6 @@ def refund_reconcile_pending(
                 )
             )
             continue
-        after = found[0].status if found else RefundStatus.FAILED
-        if not dry_run:
-            if found:
-                refund_apply(
-                    refund_id=refund.id, result=found[0], actor=RECONCILE_ACTOR, repository=repository
-                )
-            else:
-                Refund.objects.filter(id=refund.id, status=RefundStatus.PENDING).update(
-                    status=RefundStatus.FAILED, failure_message="Stripe never received this refund."
-                )
         changes.append(
             RefundReconcileChange(
                 refund_id=refund.id,
@@ -772,3 +1209,44 @@ def refund_reconcile_pending(
             )
         )
     return changes
+
+
+def _settle_pending_refund(
+    refund: Refund, *, gateway: PaymentGateway, repository: OrderRepository | None, dry_run: bool
+) -> str:
+    found = [
+        r
+        for r in gateway.find_refunds(intent_id=refund.payment.intent_id or "")
+        if r.metadata.get("refund_id") == str(refund.id)
+        or (refund.provider_refund_id and r.refund_id == refund.provider_refund_id)
+    ]
+    after = _refund_status(found[0].status) if found else RefundStatus.FAILED
+    if not dry_run:
+        if found:
+            refund_apply(refund_id=refund.id, result=found[0], actor=RECONCILE_ACTOR, repository=repository)
+        else:
+            Refund.objects.filter(id=refund.id, status=RefundStatus.PENDING).update(
+                status=RefundStatus.FAILED, failure_message="Stripe never received this refund."
+            )
+    return str(after)
+
+
+def payment_reverse_pending(*, dry_run: bool = False, gateway: PaymentGateway | None = None) -> list[str]:
+    """Refund the reversed payments (unwanted charges) whose automatic refund never got to
+    Stripe. Returns one line per payment: what was (or would be) done, or why it could not."""
+    lines = []
+    for payment in Payment.objects.filter(status=PaymentStatus.REVERSED):
+        left = payment.amount_received_minor - refunded_minor(payment)
+        if left <= 0:
+            continue
+        if dry_run:
+            lines.append(f"[dry run] payment {payment.id} (order {payment.order_id}): would refund {left}")
+            continue
+        try:
+            refund = payment_reverse(payment_id=payment.id, gateway=gateway)
+        except Exception as exc:  # noqa: BLE001 - reported; the next run tries again
+            lines.append(f"payment {payment.id} (order {payment.order_id}) could not be refunded: {exc}")
+            continue
+        if refund is not None:
+            lines.append(f"payment {payment.id} (order {payment.order_id}): refunded {refund.amount_minor}")
+    return lines

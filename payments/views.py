@@ -101,6 +101,8 @@ def json_endpoint(view: JsonView) -> JsonView:
             return _error(409, "not_payable", exc.message, redirect=_order_url(order_id))
         except services.PaymentInProgress as exc:
             return _error(409, "payment_in_progress", exc.message)
+        except services.PaymentConflict as exc:
+            return _error(409, "idempotency_conflict", exc.message)
         except GatewayError:
             logger.warning("Payment provider unavailable for order %s", order_id, exc_info=True)
             return _error(503, "payment_provider_unavailable", TRY_AGAIN)

@@ -77,11 +77,28 @@ class RefundRequest:
 @dataclass(frozen=True, slots=True)
 class RefundResult:
     refund_id: str
-    status: str  # pending, succeeded, failed, canceled
+    status: str  # pending, requires_action, succeeded, failed, canceled
     amount_minor: int
     intent_id: str = ""
     error_code: str = ""
     error_message: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    charge_id: str = ""
+    currency: str = ""
+    created: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    """A Charge as a webhook reports it. Since API version 2022-11-15 a charge carries only the
+    total refunded (`amount_refunded`), never its refunds: those are listed separately."""
+
+    charge_id: str
+    intent_id: str
+    status: str
+    amount_minor: int
+    amount_refunded_minor: int
+    currency: str
     metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -95,7 +112,8 @@ class WebhookEventData:
     created: int
     payload: dict[str, Any]
     intent: IntentResult | None = None
-    refunds: list[RefundResult] = field(default_factory=list)
+    refund: RefundResult | None = None
+    charge: ChargeResult | None = None
 
 
 class GatewayError(Exception):
@@ -114,6 +132,11 @@ class GatewayRequestRefused(Exception):
         self.code = code
 
 
+class GatewayConflict(GatewayRequestRefused):
+    """The provider refused to run a request whose idempotency key it saw with other parameters,
+    or that is still running under the same key: the first request's outcome stands."""
+
+
 @runtime_checkable
 class PaymentGateway(Protocol):
     def create_intent(self, request: IntentRequest) -> IntentResult:
@@ -124,13 +147,21 @@ class PaymentGateway(Protocol):
 
     def retrieve_intent(self, intent_id: str) -> IntentResult: ...
 
-    def find_intents(self, *, order_id: str) -> list[IntentResult]:
-        """Every PaymentIntent whose metadata names this order (for reconciliation)."""
+    def find_intents(self, *, order_id: str, attempt: int | None = None) -> list[IntentResult]:
+        """The PaymentIntents whose metadata names this order (and attempt), found by the
+        provider's search, never by scanning the account (for reconciliation)."""
 
     def refund(self, request: RefundRequest) -> RefundResult: ...
 
     def find_refunds(self, *, intent_id: str) -> list[RefundResult]:
-        """Every refund of this PaymentIntent, with its metadata (for reconciliation)."""
+        """Every refund of this PaymentIntent, with its metadata (for reconciliation, and to learn
+        what a `charge.refunded` event, which carries no refunds, is about)."""
+
+    def list_events(
+        self, *, created_after: int, types: list[str], limit: int = 100
+    ) -> list[WebhookEventData]:
+        """The provider's events of these types created after `created_after` (Unix seconds),
+        oldest first: reconciliation's cursor over what webhooks may have missed."""
 
     def create_setup_intent(self, *, idempotency_key: str) -> str:
         """A SetupIntent's client secret: the browser turns card details into a payment method."""

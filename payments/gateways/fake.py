@@ -1,7 +1,8 @@
 """An in-memory `PaymentGateway` for unit tests of the payment services.
 
 It keeps intents and refunds in dictionaries, honours idempotency keys the way Stripe does (the
-same key returns the first answer), and can be told to fail the next calls. Integration tests use
+same key with the same parameters returns the first answer; with other parameters it is refused
+as a conflict), and can be told to fail the next calls. Integration tests use
 the Stripe adapter against localstripe instead.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from payments.gateways.base import (
+    GatewayConflict,
     GatewayError,
     IntentRequest,
     IntentResult,
@@ -32,6 +34,7 @@ class FakeGateway:
         self.intents: dict[str, IntentResult] = {}
         self.refunds: dict[str, RefundResult] = {}
         self.answers: dict[str, Any] = {}  # idempotency key → first answer
+        self.requests: dict[str, Any] = {}  # idempotency key → the first request's parameters
         self.calls: list[tuple[str, str]] = []  # (operation, idempotency key)
         self.fail_next = 0  # how many of the next calls raise GatewayError
         self.lose_next_answer = False  # do the next call's work, then raise GatewayError (a timeout)
@@ -42,10 +45,21 @@ class FakeGateway:
             self.fail_next -= 1
             raise GatewayError("the fake provider is down")
 
+    def _replay(self, key: str, request: Any) -> bool:
+        """Whether `key` was used before; `GatewayConflict` if it was, with other parameters."""
+        if key not in self.requests:
+            self.requests[key] = request
+            return False
+        if self.requests[key] != request:
+            raise GatewayConflict(
+                f"Keys for idempotent requests can only be used with the same parameters ({key})."
+            )
+        return key in self.answers
+
     def create_intent(self, request: IntentRequest) -> IntentResult:
         self.calls.append(("create_intent", request.idempotency_key))
         self._maybe_fail()
-        if request.idempotency_key in self.answers:
+        if self._replay(request.idempotency_key, request):
             return self.intents[self.answers[request.idempotency_key]]
         intent_id = f"pi_fake_{next(self._ids)}"
         status, error = IntentStatus.SUCCEEDED, ("", "")
@@ -82,14 +96,19 @@ class FakeGateway:
         self._maybe_fail()
         return self.intents[intent_id]
 
-    def find_intents(self, *, order_id: str) -> list[IntentResult]:
+    def find_intents(self, *, order_id: str, attempt: int | None = None) -> list[IntentResult]:
         self._maybe_fail()
-        return [i for i in self.intents.values() if i.metadata.get("order_id") == order_id]
+        return [
+            i
+            for i in self.intents.values()
+            if i.metadata.get("order_id") == order_id
+            and (attempt is None or i.metadata.get("attempt") == str(attempt))
+        ]
 
     def refund(self, request: RefundRequest) -> RefundResult:
         self.calls.append(("refund", request.idempotency_key))
         self._maybe_fail()
-        if request.idempotency_key in self.answers:
+        if self._replay(request.idempotency_key, request):
             return self.refunds[self.answers[request.idempotency_key]]
         refund = RefundResult(
             refund_id=f"re_fake_{next(self._ids)}",
@@ -108,6 +127,12 @@ class FakeGateway:
     def find_refunds(self, *, intent_id: str) -> list[RefundResult]:
         self._maybe_fail()
         return [r for r in self.refunds.values() if r.intent_id == intent_id]
+
+    def list_events(
+        self, *, created_after: int, types: list[str], limit: int = 100
+    ) -> list[WebhookEventData]:
+        self._maybe_fail()
+        return []
 
     def create_setup_intent(self, *, idempotency_key: str) -> str:
         self._maybe_fail()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from orders.repositories.dynamodb import DynamoDbOrderRepository, create_tables
 from payments import services as payment_services
 from payments.gateways.fake import FakeGateway
 from payments.gateways.stripe import StripeGateway
+from tests.payments import stripe_objects
 from tests.polling import DEADLINE_SECONDS, eventually
 from tests.sqs import drain
 
@@ -100,22 +100,10 @@ def test_a_paid_order_reaches_every_sink_once_however_often_its_webhook_comes(
     assert all(d.external_id for d in rows)
 
     # The same payment_intent.succeeded webhook, three times (and once more under another id).
-    event = {
-        "id": "evt_paid_once",
-        "type": "payment_intent.succeeded",
-        "created": int(time.time()),
-        "data": {
-            "object": {
-                "object": "payment_intent",
-                "id": payment.intent_id,
-                "status": "succeeded",
-                "amount": 2900,
-                "amount_received": 2900,
-                "currency": "usd",
-                "metadata": {"order_id": str(order.id), "attempt": "1"},
-            }
-        },
-    }
+    event = stripe_objects.event(
+        "payment_intent.succeeded",
+        stripe_objects.payment_intent(order_id=str(order.id), intent_id=payment.intent_id, amount=2900),
+    )
     for event_id in ["evt_paid_once"] * 3 + ["evt_paid_again"]:
         payment_services.webhook_receive(event=StripeGateway().parse_event(event | {"id": event_id}))
     assert services.outbox_relay(dispatch=False) == 0

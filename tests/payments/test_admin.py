@@ -4,8 +4,6 @@ read-only payment and refund lists, and stored webhook events with filters and r
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +18,7 @@ from orders.services import actor_for
 from payments import services
 from payments.models import Payment, PaymentStatus, Refund, RefundStatus, WebhookEvent, WebhookResult
 from tests.orders.factories import UserFactory
-from tests.payments.conftest import sign
+from tests.payments import stripe_objects
 
 pytestmark = pytest.mark.django_db
 
@@ -228,46 +226,26 @@ class TestPaymentAndRefundLists:
 
 
 def post_event(payload: dict[str, Any]) -> Any:
-    body = json.dumps(payload)
-    return Client().post(
-        "/webhooks/stripe", body, content_type="application/json", HTTP_STRIPE_SIGNATURE=sign(body)
-    )
+    return stripe_objects.deliver(Client(), payload)
 
 
 class TestWebhookEvents:
     @pytest.fixture
-    def failed_event(self, stripe_api: str) -> WebhookEvent:
+    def failed_event(self, stripe_api: str, order: Order) -> WebhookEvent:
         """An event whose handler fails: its payment points at an order that cannot be read."""
         Payment.objects.create(
             order_id=uuid.uuid4(), attempt=1, amount_minor=2900, currency="USD", intent_id="pi_ghost"
         )
-        payload = {
-            "id": "evt_ghost",
-            "type": "payment_intent.succeeded",
-            "created": int(time.time()),
-            "data": {
-                "object": {
-                    "object": "payment_intent",
-                    "id": "pi_ghost",
-                    "status": "succeeded",
-                    "amount": 2900,
-                    "amount_received": 2900,
-                    "currency": "usd",
-                    "metadata": {},
-                }
-            },
-        }
-        assert post_event(payload).status_code == 500
+        intent = stripe_objects.payment_intent(order_id=str(order.id), intent_id="pi_ghost", amount=2900)
+        payload = stripe_objects.event("payment_intent.succeeded", intent, event_id="evt_ghost")
+        assert post_event(payload).status_code == 503
         return WebhookEvent.objects.get(event_id="evt_ghost")
 
     @pytest.fixture
     def unhandled_event(self, stripe_api: str) -> WebhookEvent:
-        payload = {
-            "id": "evt_cust",
-            "type": "customer.created",
-            "created": int(time.time()),
-            "data": {"object": {"object": "customer"}},
-        }
+        payload = stripe_objects.event(
+            "customer.created", {"object": "customer", "id": "cus_1"}, event_id="evt_cust"
+        )
         assert post_event(payload).status_code == 200
         return WebhookEvent.objects.get(event_id="evt_cust")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -16,9 +15,10 @@ from orders.domain import Actor, EventType, Order, OrderQuery, OrderStatus
 from orders.repositories import OrderRepository
 from payments import services
 from payments.gateways.base import IntentRequest, PaymentGateway, RefundRequest
-from payments.models import Payment, PaymentStatus, Refund, WebhookEvent, WebhookResult
+from payments.models import Payment, PaymentStatus, Refund, WebhookEvent, WebhookRefusal, WebhookResult
 from tests.concurrency import race
-from tests.payments.conftest import WEBHOOK_SECRET, sign
+from tests.payments import stripe_objects
+from tests.payments.conftest import WEBHOOK_SECRET
 from tests.polling import eventually
 
 # End to end: CI runs these a second time with orders in DynamoDB (`make test-dynamodb`), so
@@ -51,13 +51,7 @@ def order(place: Callable[..., Order], customer: Any) -> Order:
 
 
 def post_event(client: Client, payload: dict[str, Any], **sign_kwargs: Any) -> Any:
-    body = json.dumps(payload)
-    return client.post(
-        "/webhooks/stripe",
-        body,
-        content_type="application/json",
-        HTTP_STRIPE_SIGNATURE=sign(body, **sign_kwargs),
-    )
+    return stripe_objects.deliver(client, payload, **sign_kwargs)
 
 
 class TestPayingThroughTheApi:
@@ -199,30 +193,45 @@ class TestPayingThroughTheApi:
 
 
 class TestWebhooks:
+    """Events built from Stripe's published objects (tests.payments.stripe_objects), signed as
+    Stripe signs them."""
+
     @pytest.fixture
-    def paid(self, stripe_webhooks: str, order: Order) -> WebhookEvent:
-        services.payment_confirm(order_id=order.id, payment_method=VISA, actor=Actor.system("t"))
-        eventually(processed("payment_intent.succeeded"), what="the succeeded webhook")
-        return WebhookEvent.objects.get(type="payment_intent.succeeded")
+    def paid(self, stripe_api: str, order: Order) -> dict[str, Any]:
+        """The succeeded event of the order's payment, applied once."""
+        payment = services.payment_confirm(order_id=order.id, payment_method=VISA, actor=Actor.system("t"))
+        intent = stripe_objects.payment_intent(
+            order_id=str(order.id), intent_id=payment.intent_id, amount=2900
+        )
+        evt = stripe_objects.event("payment_intent.succeeded", intent)
+        assert post_event(Client(), evt).status_code == 200
+        return evt
 
     def test_duplicates_and_stale_events_change_nothing(
-        self, paid: WebhookEvent, order: Order, repository: OrderRepository
+        self, paid: dict[str, Any], order: Order, repository: OrderRepository
     ) -> None:
         client = Client()
         for _ in range(3):
-            response = post_event(client, paid.payload)
+            response = post_event(client, paid)
             assert response.status_code == 200
-        paid.refresh_from_db()
-        assert paid.deliveries == 4
-        stale = json.loads(json.dumps(paid.payload))
-        stale["id"] = "evt_stale_failure"
-        stale["type"] = "payment_intent.payment_failed"
-        stale["created"] = paid.created - 5
-        stale["data"]["object"]["status"] = "requires_payment_method"
-        stale["data"]["object"]["last_payment_error"] = {"code": "card_declined", "message": "late"}
+        stored = WebhookEvent.objects.get(event_id=paid["id"])
+        assert stored.deliveries == 4 and stored.payload["api_version"] == stripe_objects.API_VERSION
+        intent = paid["data"]["object"]
+        declined = stripe_objects.payment_intent(
+            order_id=str(order.id),
+            intent_id=intent["id"],
+            status="requires_payment_method",
+            decline=("generic_decline", "late"),
+        )
+        stale = stripe_objects.event(
+            "payment_intent.payment_failed",
+            declined,
+            event_id="evt_stale_failure",
+            created=paid["created"] - 5,
+        )
         assert post_event(client, stale).status_code == 200
         assert WebhookEvent.objects.get(event_id="evt_stale_failure").result == WebhookResult.STALE
-        late = dict(stale, id="evt_late_failure", created=paid.created + 5)
+        late = dict(stale, id="evt_late_failure", created=paid["created"] + 5)
         assert post_event(client, late).status_code == 200  # newer, but a failure never undoes a success
         assert WebhookEvent.objects.get(event_id="evt_late_failure").result == WebhookResult.STALE
         assert repository.get(order.id).status == OrderStatus.PAID
@@ -231,64 +240,49 @@ class TestWebhooks:
 
     @pytest.mark.parametrize(
         "signature",
-        ["forged", "old", "missing", "wrong-secret"],
+        ["forged", "old", "future", "missing", "wrong-secret"],
     )
     def test_bad_signatures_are_400_and_nothing_is_stored(
         self, stripe_api: str, signature: str, caplog: pytest.LogCaptureFixture
     ) -> None:
-        payload = json.dumps(
-            {"id": "evt_x", "type": "payment_intent.succeeded", "created": 1, "data": {"object": {}}}
-        )
+        evt = stripe_objects.event("payment_intent.succeeded", stripe_objects.payment_intent(order_id="x"))
+        body, _ = stripe_objects.signed(evt, secret=WEBHOOK_SECRET)
         headers = {
             "forged": "t=1,v1=deadbeef",
-            "old": sign(payload, timestamp=int(time.time()) - 301),
+            "old": stripe_objects.signature(body, secret=WEBHOOK_SECRET, timestamp=int(time.time()) - 301),
+            "future": stripe_objects.signature(body, secret=WEBHOOK_SECRET, timestamp=int(time.time()) + 301),
             "missing": "",
-            "wrong-secret": sign(payload, secret="whsec_other"),
+            "wrong-secret": stripe_objects.signature(body, secret="whsec_other"),
         }[signature]
         extra = {"HTTP_STRIPE_SIGNATURE": headers} if headers else {}
-        response = Client().post("/webhooks/stripe", payload, content_type="application/json", **extra)
-        assert response.status_code == 400
+        response = Client().post("/webhooks/stripe", body, content_type="application/json", **extra)
+        assert response.status_code == 400 and response.json()["code"] == "invalid_webhook"
         assert "whsec" not in response.content.decode()
         assert not WebhookEvent.objects.exists()
+        refusal = WebhookRefusal.objects.get()
+        assert (refusal.size, refusal.source, refusal.signed) == (len(body), "127.0.0.1", bool(headers))
         logged = [r.getMessage() for r in caplog.records if "Refused a Stripe webhook" in r.getMessage()]
         assert logged, "the refusal is logged"
         assert all(WEBHOOK_SECRET not in line and "whsec" not in line for line in logged)
 
     def test_unknown_types_are_stored_and_acknowledged(self, stripe_api: str) -> None:
-        payload = {
-            "id": "evt_cust",
-            "type": "customer.created",
-            "created": 1,
-            "data": {"object": {"object": "customer"}},
-        }
+        payload = stripe_objects.event(
+            "customer.created", {"object": "customer", "id": "cus_1"}, event_id="evt_cust"
+        )
         assert post_event(Client(), payload).status_code == 200
         assert WebhookEvent.objects.get(event_id="evt_cust").result == WebhookResult.UNHANDLED
 
-    def test_a_failing_handler_answers_500_and_is_replayed_later(
+    def test_a_failing_handler_answers_503_and_is_replayed_later(
         self, stripe_api: str, order: Order, repository: OrderRepository
     ) -> None:
         ghost = uuid.uuid4()  # a payment whose order is not (yet) readable
         Payment.objects.create(
-            order_id=ghost, attempt=1, amount_minor=100, currency="USD", intent_id="pi_ghost"
+            order_id=ghost, attempt=1, amount_minor=2900, currency="USD", intent_id="pi_ghost"
         )
-        payload = {
-            "id": "evt_ghost",
-            "type": "payment_intent.succeeded",
-            "created": int(time.time()),
-            "data": {
-                "object": {
-                    "object": "payment_intent",
-                    "id": "pi_ghost",
-                    "status": "succeeded",
-                    "amount": 100,
-                    "amount_received": 100,
-                    "currency": "usd",
-                    "metadata": {},
-                }
-            },
-        }
+        intent = stripe_objects.payment_intent(order_id=str(order.id), intent_id="pi_ghost", amount=2900)
+        payload = stripe_objects.event("payment_intent.succeeded", intent, event_id="evt_ghost")
         response = post_event(Client(), payload)
-        assert response.status_code == 500
+        assert response.status_code == 503 and response.json()["code"] == "processing_failed"
         stored = WebhookEvent.objects.get(event_id="evt_ghost")
         assert stored.result == WebhookResult.FAILED and "OrderNotFound" in stored.error
         assert stored.processed_at is None
@@ -356,38 +350,40 @@ class TestRefunds:
         assert response.status_code == 409
 
 
-class TestRefundEvents:
-    """Stripe reports refunds made elsewhere (its dashboard) with charge.refunded / refund.updated."""
+def test_a_refund_the_bank_bounces_comes_back_through_the_stand_ins_webhooks(
+    stripe_webhooks: str, order: Order, repository: OrderRepository
+) -> None:
+    """Card 4000 0000 0000 5126 (pm_card_refundFail): Stripe accepts the refund, then reports it
+    failed (refund.failed and friends, signed, through the real endpoint)."""
+    services.payment_confirm(order_id=order.id, payment_method="pm_card_refundFail", actor=Actor.system("t"))
+    refund = services.payment_refund(order_id=order.id, actor=Actor.system("t"))
+    assert refund.status == "succeeded"
+    eventually(
+        lambda: Refund.objects.get(id=refund.id).status == "failed", what="the refund to be reported failed"
+    )
+    eventually(lambda: repository.get(order.id).status == OrderStatus.PAID, what="the order to be paid again")
+    assert Refund.objects.count() == 1  # the webhooks completed our row, never a second one
+    assert Refund.objects.get(id=refund.id).failure_message == "expired_or_canceled_card"
 
-    def test_a_dashboard_refund_is_recorded_and_moves_the_order(
+
+class TestRefundEvents:
+    """Stripe reports refunds made elsewhere (its Dashboard) with refund.* events and
+    charge.refunded, whose charge carries only the total refunded."""
+
+    def test_a_dashboard_refund_is_recorded_from_charge_refunded_and_moves_the_order(
         self, stripe_api: str, gateway: PaymentGateway, order: Order, repository: OrderRepository
     ) -> None:
         payment = services.payment_confirm(order_id=order.id, payment_method=VISA, actor=Actor.system("t"))
         made_elsewhere = gateway.refund(
             RefundRequest(intent_id=payment.intent_id, amount_minor=1000, idempotency_key="dashboard-1")
         )
-        charge_refunded = {
-            "id": "evt_charge_refunded",
-            "type": "charge.refunded",
-            "created": int(time.time()),
-            "data": {
-                "object": {
-                    "object": "charge",
-                    "id": made_elsewhere.refund_id.replace("re_", "ch_"),
-                    "payment_intent": payment.intent_id,
-                    "refunds": {
-                        "data": [
-                            {
-                                "id": made_elsewhere.refund_id,
-                                "amount": 1000,
-                                "status": "succeeded",
-                                "object": "refund",
-                            }
-                        ]
-                    },
-                }
-            },
-        }
+        intent = stripe_objects.payment_intent(order_id=str(order.id), intent_id=payment.intent_id)
+        charge_refunded = stripe_objects.event(
+            "charge.refunded",
+            stripe_objects.charge(intent, amount_refunded=1000),
+            event_id="evt_charge_refunded",
+        )
+        assert "refunds" not in charge_refunded["data"]["object"]
         assert post_event(Client(), charge_refunded).status_code == 200
         refund = Refund.objects.get(provider_refund_id=made_elsewhere.refund_id)
         assert (refund.amount_minor, refund.status, refund.actor) == (
@@ -397,20 +393,11 @@ class TestRefundEvents:
         )
         assert repository.get(order.id).status == OrderStatus.PARTIALLY_REFUNDED
 
-        updated = {
-            "id": "evt_refund_updated",
-            "type": "refund.updated",
-            "created": int(time.time()) + 1,
-            "data": {
-                "object": {
-                    "object": "refund",
-                    "id": made_elsewhere.refund_id,
-                    "amount": 1000,
-                    "status": "succeeded",
-                    "payment_intent": payment.intent_id,
-                }
-            },
-        }
+        updated = stripe_objects.event(
+            "refund.updated",
+            stripe_objects.refund(intent, amount=1000, refund_id=made_elsewhere.refund_id),
+            event_id="evt_refund_updated",
+        )
         assert post_event(Client(), updated).status_code == 200
         assert Refund.objects.count() == 1  # the same refund, not a second one
         assert statuses(repository, order).count(("paid", "partially_refunded")) == 1

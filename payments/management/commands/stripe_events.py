@@ -1,4 +1,8 @@
-"""`manage.py stripe_events replay [--failed | --id EVT ...]`: apply stored events again."""
+"""Stored Stripe events and refused webhook requests.
+
+manage.py stripe_events replay --id evt_...     apply stored events again (or --failed)
+manage.py stripe_events refusals [--limit N]    the newest refused webhook requests
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from payments import services
-from payments.models import WebhookEvent, WebhookResult
+from payments.models import WebhookEvent, WebhookRefusal, WebhookResult
 
 
 class Command(BaseCommand):
@@ -19,8 +23,17 @@ class Command(BaseCommand):
         which = replay.add_mutually_exclusive_group(required=True)
         which.add_argument("--failed", action="store_true", help="every event whose processing failed")
         which.add_argument("--id", nargs="+", dest="ids", metavar="EVENT_ID", help="these events")
+        refusals = sub.add_parser("refusals", help="the newest refused webhook requests")
+        refusals.add_argument("--limit", type=int, default=20)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] == "refusals":
+            for refusal in WebhookRefusal.objects.all()[: max(1, options["limit"])]:
+                self.stdout.write(
+                    f"{refusal.received_at.isoformat(timespec='seconds')} {refusal.source or '-'}"
+                    f" {refusal.size} B {'signed' if refusal.signed else 'unsigned'}: {refusal.reason}"
+                )
+            return
         if options["failed"]:
             events = WebhookEvent.objects.filter(result=WebhookResult.FAILED).order_by(
                 "created", "received_at"
