@@ -12,8 +12,10 @@ Redis. `.env.example` lists every variable with a one-line comment.
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
+from corsheaders.defaults import default_headers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -52,6 +54,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "corsheaders",
+    "csp",
+    "oauth2_provider",
+    "rest_framework_api_key",
+    "rest_framework_simplejwt.token_blacklist",
+    "access",
     "orders",
     "payments",
     "integrations",
@@ -61,7 +69,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: the request id and the timing cover everything after it.
     "monitoring.middleware.RequestMonitoringMiddleware",
+    # Before anything that may answer: preflight requests and CORS headers on every answer.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -209,11 +220,41 @@ if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
 
 SIMPLE_JWT = {
-    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=5)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=7)),
+    # Each refresh returns a new refresh token and blacklists the old one.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
     "SIGNING_KEY": env.str("JWT_SIGNING_KEY", default=SECRET_KEY),
     "AUTH_HEADER_TYPES": ("Bearer",),
 }
+
+# --- Access: API keys, OAuth 2.0, CORS, CSP ----------------------------------------------------
+# The scopes an API key or an OAuth token may carry (JWTs and sessions act as their user).
+API_SCOPES = {
+    "orders:read": "Read orders",
+    "orders:write": "Place, change and cancel orders",
+    "payments:write": "Pay orders",
+    "payments:refund": "Refund payments (staff)",
+    "monitoring:read": "Read health, metrics, errors and alerts (staff)",
+    "integrations:write": "Retry deliveries (staff)",
+}
+OAUTH2_PROVIDER = {
+    "SCOPES": API_SCOPES,
+    "DEFAULT_SCOPES": ["orders:read"],
+    "PKCE_REQUIRED": True,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_ACCESS_TOKEN_SECONDS", default=3600),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_REFRESH_TOKEN_SECONDS", default=14 * 24 * 3600),
+    "ROTATE_REFRESH_TOKEN": True,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"] if PRODUCTION else ["http", "https"],
+}
+# Origins (scheme://host[:port]) whose browser clients may call /api/ and /o/; none by default.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/(api|o)/.*$"
+CORS_ALLOW_HEADERS = (*default_headers, "idempotency-key")
+CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-ID"]
+CORS_PREFLIGHT_MAX_AGE = 3600
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cloud Integration System API",
@@ -262,6 +303,35 @@ STRIPE_JS_URL = env.str(
     "STRIPE_JS_URL",
     default="https://js.stripe.com/v3/" if PRODUCTION else f"{STRIPE_API_BASE}/js.stripe.com/v3/",
 )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# Content-Security-Policy on every page (django-csp): our own files, and Stripe.js with what it
+# frames and calls. CSP_REPORT_ONLY=true sends it as Content-Security-Policy-Report-Only.
+_CSP = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", _origin(STRIPE_JS_URL)],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'", _origin(STRIPE_JS_URL), _origin(STRIPE_API_BASE)],
+        "frame-src": [_origin(STRIPE_JS_URL), "https://hooks.stripe.com"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'self'"],
+        "object-src": ["'none'"],
+    }
+}
+if env.bool("CSP_REPORT_ONLY", default=False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = _CSP
+else:
+    CONTENT_SECURITY_POLICY = _CSP
+
 if PRODUCTION:
     STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY")
     STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY")
