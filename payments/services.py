@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, Sum
+from django.db.models import F, Max, Q, Sum
 from django.utils import timezone
 
 from orders import services as order_services
@@ -49,8 +50,14 @@ from payments.selectors import refunded_minor
 
 logger = logging.getLogger(__name__)
 
-# A claimed attempt that has not reached Stripe after this long is tried again (same key).
-STALE_CLAIM = timedelta(seconds=60)
+
+# A claimed attempt that has not reached Stripe after this long is tried again (same key): longer
+# than the create-and-confirm calls can take (three calls of up to STRIPE_TIMEOUT_SECONDS), and
+# than Stripe's search takes to see a new intent (about a minute).
+def stale_claim() -> timedelta:
+    return timedelta(seconds=max(90, 3 * int(settings.STRIPE_TIMEOUT_SECONDS) + 30))
+
+
 PAYABLE_STATUSES = frozenset({OrderStatus.PENDING_PAYMENT, OrderStatus.PAYMENT_FAILED})
 REFUNDABLE_STATUSES = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED})
 
@@ -149,9 +156,12 @@ def _settle_conflict(
     actor: Actor,
     repository: OrderRepository,
 ) -> Payment:
-    """Stripe saw this attempt's key with other parameters: its intent, if it made one, is the
-    truth; if it made none, the attempt failed, and the next confirm starts a new attempt with a
-    new key. The caller is told of the conflict (409) either way unless the intent is known."""
+    """Stripe saw this attempt's key with other parameters. Its intent, if it made one, is the
+    truth. If Stripe's search finds none, it may not see it yet (search lags by up to a minute):
+    the attempt stays open, marked, and the caller is told to wait (409 payment_in_progress).
+    When the attempt is claimed again after `stale_claim()` and search still finds nothing, no
+    intent was made: the attempt fails (409 idempotency_conflict) and the next confirm starts a
+    new attempt with a new key. Never a failure while a charge may exist."""
     logger.warning(
         "Stripe refused attempt %s of order %s as an idempotency conflict: %s",
         payment.attempt,
@@ -162,10 +172,17 @@ def _settle_conflict(
     try:
         found = gateway.find_intents(order_id=str(payment.order_id), attempt=payment.attempt)
     except (GatewayError, GatewayRequestRefused):
-        found = []
+        found = None
     if found:
         return payment_apply_intent(
             payment_id=payment.id, intent=found[0], actor=actor, repository=repository
+        )
+    if found is None or payment.failure_code != CONFLICT_CODE:
+        Payment.objects.filter(id=payment.id, status=PaymentStatus.CREATING).update(
+            failure_code=CONFLICT_CODE, failure_message=str(exc)[:500], updated_at=timezone.now()
+        )
+        raise PaymentInProgress(
+            "Stripe is still settling an earlier request for this payment; try again in a minute or two."
         )
     payment_apply_intent(
         payment_id=payment.id, intent=_refused(payment, exc), actor=actor, repository=repository
@@ -173,6 +190,9 @@ def _settle_conflict(
     raise PaymentConflict(
         "This payment attempt clashed with an earlier request to Stripe; nothing was charged. Try again."
     )
+
+
+CONFLICT_CODE = "idempotency_error"
 
 
 def payment_setup_start(*, order_id: uuid.UUID, gateway: PaymentGateway | None = None) -> str:
@@ -196,7 +216,7 @@ def _claim_attempt(order: Order, payment_method: str) -> tuple[Payment, bool]:
             stuck = (
                 latest.status == PaymentStatus.CREATING
                 and not latest.intent_id
-                and latest.updated_at < timezone.now() - STALE_CLAIM
+                and latest.updated_at < timezone.now() - stale_claim()
             )
             if not stuck:
                 return latest, False
@@ -297,7 +317,13 @@ def _apply_intent(
     """`payment_apply_intent`, also saying whether the report was stale (and so ignored)."""
     repository = repository or get_order_repository()
     with transaction.atomic():
-        payment = Payment.objects.select_for_update().get(id=payment_id)
+        order_id = Payment.objects.values_list("order_id", flat=True).get(id=payment_id)
+        # Every attempt of the order, locked in one order: two of its attempts succeeding at
+        # once are judged one after the other (the second is then an unwanted charge).
+        attempts = {
+            p.id: p for p in Payment.objects.select_for_update().filter(order_id=order_id).order_by("attempt")
+        }
+        payment = attempts[payment_id]
         if event_created and event_created < payment.last_event_created:
             return payment, True
         if payment.intent_id and intent.intent_id and intent.intent_id != payment.intent_id:
@@ -611,7 +637,10 @@ def refund_apply(
     that would move the refund back is ignored)."""
     repository = repository or get_order_repository()
     with transaction.atomic():
-        refund = Refund.objects.select_for_update().select_related("payment").get(id=refund_id)
+        # The payment first, then the refund: every path that locks both does so in this order.
+        payment_id = Refund.objects.values_list("payment_id", flat=True).get(id=refund_id)
+        Payment.objects.select_for_update().filter(id=payment_id).first()
+        refund = Refund.objects.select_for_update().get(id=refund_id)
         before = RefundStatus(refund.status)
         after = _refund_status(result.status)
         if result.refund_id and not refund.provider_refund_id:
@@ -726,13 +755,15 @@ def webhook_receive(*, event: WebhookEventData) -> WebhookEvent:
 
 def webhook_process(*, event_pk: int, again: bool = False) -> WebhookEvent:
     """Apply a stored event (again, with `again`, for a replay), in one transaction with its
-    effects; on failure everything rolls back and the error is recorded on the event."""
+    effects; on failure everything rolls back and the error is recorded on the event. What the
+    event needs from Stripe is asked before the transaction opens: no lock waits on Stripe."""
     try:
+        fetched = _fetch_for(WebhookEvent.objects.get(pk=event_pk))
         with transaction.atomic():
             stored = WebhookEvent.objects.select_for_update().get(pk=event_pk)
             if stored.processed_at is not None and not again:
                 return stored
-            stored.result = _dispatch(stored)
+            stored.result = _dispatch(stored, fetched)
             stored.processed_at = timezone.now()
             stored.error = ""
             stored.attempts += 1
@@ -753,7 +784,20 @@ def webhook_process(*, event_pk: int, again: bool = False) -> WebhookEvent:
         raise
 
 
-def _dispatch(stored: WebhookEvent) -> str:
+def _fetch_for(stored: WebhookEvent) -> list[RefundResult] | None:
+    """The refunds a `charge.refunded` event is about, listed at Stripe (the charge no longer
+    carries them); None for any other event, or when the charge is not one of our payments."""
+    if stored.type not in CHARGE_REFUND_EVENTS:
+        return None
+    event = get_payment_gateway().parse_event(stored.payload)
+    if event.charge is None or not event.charge.intent_id:
+        return None
+    if not Payment.objects.filter(intent_id=event.charge.intent_id).exists():
+        return None
+    return get_payment_gateway().find_refunds(intent_id=event.charge.intent_id)
+
+
+def _dispatch(stored: WebhookEvent, fetched: list[RefundResult] | None = None) -> str:
     event = get_payment_gateway().parse_event(stored.payload)
     if stored.type in INTENT_EVENTS and event.intent is not None:
         return _dispatch_intent(event.intent, created=stored.created)
@@ -761,16 +805,9 @@ def _dispatch(stored: WebhookEvent) -> str:
         return _apply_refund_report(event.refund)
     if stored.type in CHARGE_REFUND_EVENTS and event.charge is not None:
         # The charge says only how much is refunded in all; its refunds are listed at Stripe.
-        payment = (
-            Payment.objects.filter(intent_id=event.charge.intent_id).first()
-            if event.charge.intent_id
-            else None
-        )
-        if payment is None:
+        if fetched is None:
             return WebhookResult.UNKNOWN_PAYMENT
-        results = {
-            _apply_refund_report(r) for r in get_payment_gateway().find_refunds(intent_id=payment.intent_id)
-        }
+        results = {_apply_refund_report(r) for r in fetched}
         return WebhookResult.FLAGGED if WebhookResult.FLAGGED in results else WebhookResult.PROCESSED
     if stored.type in DISPUTE_EVENTS and event.payload["data"]["object"].get("object") == "dispute":
         return _dispute_opened(event.payload["data"]["object"])
@@ -805,14 +842,16 @@ def _payment_by_metadata(intent: IntentResult) -> Payment | None:
     if not intent.succeeded or not Payment.objects.filter(order_id=order_id).exists():
         return None  # nothing taken, or not an order of ours
     latest = Payment.objects.filter(order_id=order_id).order_by("-attempt").first()
+    order = get_order_repository().get(order_id)
     try:
         with transaction.atomic():
+            # What the order asks for, so the intent is judged against the order, not itself.
             return Payment.objects.create(
                 order_id=order_id,
                 attempt=latest.attempt + 1,
                 intent_id=intent.intent_id,
-                amount_minor=intent.amount_minor,
-                currency=intent.currency,
+                amount_minor=order.total_minor,
+                currency=order.currency,
                 status=PaymentStatus.CREATING,
             )
     except IntegrityError:  # the same report, delivered twice at once
@@ -855,7 +894,13 @@ def _record_outside_refund(result: RefundResult) -> tuple[Refund | None, bool]:
             return existing, False
         amount, flag = result.amount_minor, ""
         if _refund_status(result.status) in {RefundStatus.PENDING, RefundStatus.SUCCEEDED}:
-            left = max(0, payment.amount_received_minor - refunded_minor(payment))
+            # What Stripe holds as refunded: ours that succeeded or that it acknowledged (a
+            # pending row without Stripe's id may never have reached it).
+            known = payment.refunds.filter(
+                Q(status=RefundStatus.SUCCEEDED)
+                | Q(status=RefundStatus.PENDING, provider_refund_id__isnull=False)
+            ).aggregate(total=Sum("amount_minor"))["total"]
+            left = max(0, payment.amount_received_minor - int(known or 0))
             if amount > left:
                 flag = (
                     f"Stripe reported a refund of {amount} ({payment.currency}, minor units), but only {left}"
@@ -995,15 +1040,16 @@ def payment_reconcile_events(
     the events cursor, not a scan of the account, finds what webhooks missed."""
     gateway = gateway or get_payment_gateway()
     now = timezone.now()
+    cursor = SyncCursor.objects.filter(name=EVENTS_CURSOR).first()
     if since is None:
-        cursor = SyncCursor.objects.filter(name=EVENTS_CURSOR).first()
         start = cursor.value if cursor else int((now - FIRST_WINDOW).timestamp())
     else:
         start = int(since.timestamp())
     start = max(start, int((now - EVENTS_KEPT).timestamp()))
     # Stripe's `created` is in whole seconds: go from the cursor's second again (repeats are
-    # stored once), so events created in that second after the last run are not skipped.
-    events = gateway.list_events(created_after=start - 1, types=list(HANDLED_EVENTS), limit=10_000)
+    # stored once), so events created in that second after the last run are not skipped. Every
+    # page is read (no cap), so nothing between the start and now is left behind.
+    events = gateway.list_events(created_after=start - 1, types=list(HANDLED_EVENTS), limit=None)
     known = set(
         WebhookEvent.objects.filter(event_id__in=[e.id for e in events]).values_list("event_id", flat=True)
     )
@@ -1015,8 +1061,12 @@ def payment_reconcile_events(
                 webhook_receive(event=event)
             except Exception as exc:  # noqa: BLE001 - recorded on the stored event (replay --failed)
                 errors.append(f"event {event.id} ({event.type}): {type(exc).__name__}: {exc}")
-        newest = max((e.created for e in events), default=start)
-        SyncCursor.objects.update_or_create(name=EVENTS_CURSOR, defaults={"value": newest})
+        # The cursor moves only over what was swept: a window starting after it leaves a gap.
+        if cursor is None or start <= cursor.value:
+            newest = max((e.created for e in events), default=start)
+            SyncCursor.objects.update_or_create(
+                name=EVENTS_CURSOR, defaults={"value": max(newest, cursor.value if cursor else 0)}
+            )
     return EventsSweep(listed=len(events), missed=len(missed), errors=errors, since=start)
 
 
@@ -1231,6 +1281,10 @@ def _settle_pending_refund(
     return str(after)
 
 
+# How often reconciliation asks Stripe to refund an unwanted charge before it leaves it to staff.
+REVERSE_TRIES = 3
+
+
 def payment_reverse_pending(*, dry_run: bool = False, gateway: PaymentGateway | None = None) -> list[str]:
     """Refund the reversed payments (unwanted charges) whose automatic refund never got to
     Stripe. Returns one line per payment: what was (or would be) done, or why it could not."""
@@ -1238,6 +1292,23 @@ def payment_reverse_pending(*, dry_run: bool = False, gateway: PaymentGateway | 
     for payment in Payment.objects.filter(status=PaymentStatus.REVERSED):
         left = payment.amount_received_minor - refunded_minor(payment)
         if left <= 0:
+            continue
+        refused = payment.refunds.filter(status=RefundStatus.FAILED).count()
+        if refused >= REVERSE_TRIES:
+            _alert(
+                "Payment %s of order %s was not wanted, and Stripe refused its refund %s times: refund it by hand",
+                payment.id,
+                payment.order_id,
+                refused,
+                extra={
+                    "event": "payment.reversed",
+                    "order_id": payment.order_id,
+                    "error_class": "ReverseRefused",
+                },
+            )
+            lines.append(
+                f"payment {payment.id} (order {payment.order_id}): needs a refund by hand ({refused} refused)"
+            )
             continue
         if dry_run:
             lines.append(f"[dry run] payment {payment.id} (order {payment.order_id}): would refund {left}")

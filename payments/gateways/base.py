@@ -158,7 +158,7 @@ class PaymentGateway(Protocol):
         what a `charge.refunded` event, which carries no refunds, is about)."""
 
     def list_events(
-        self, *, created_after: int, types: list[str], limit: int = 100
+        self, *, created_after: int, types: list[str], limit: int | None = 100
     ) -> list[WebhookEventData]:
         """The provider's events of these types created after `created_after` (Unix seconds),
         oldest first: reconciliation's cursor over what webhooks may have missed."""

@@ -129,7 +129,7 @@ class FakeGateway:
         return [r for r in self.refunds.values() if r.intent_id == intent_id]
 
     def list_events(
-        self, *, created_after: int, types: list[str], limit: int = 100
+        self, *, created_after: int, types: list[str], limit: int | None = 100
     ) -> list[WebhookEventData]:
         self._maybe_fail()
         return []

@@ -210,16 +210,16 @@ class StripeGateway:
             return [_refund_result(_plain(refund), intent_id=intent_id) for refund in page.auto_paging_iter()]
 
     def list_events(
-        self, *, created_after: int, types: list[str], limit: int = 100
+        self, *, created_after: int, types: list[str], limit: int | None = 100
     ) -> list[WebhookEventData]:
         with _translated_errors():
             page = self.client.v1.events.list(
-                params={"created": {"gt": created_after}, "types": types, "limit": min(limit, 100)}
+                params={"created": {"gt": created_after}, "types": types, "limit": min(limit or 100, 100)}
             )
             events = []
             for event in page.auto_paging_iter():
                 events.append(_plain(event))
-                if len(events) >= limit:
+                if limit is not None and len(events) >= limit:
                     break
         # Stripe lists newest first; a cursor moves oldest first.
         events.sort(key=lambda e: (int(e.get("created") or 0), str(e.get("id"))))
@@ -274,12 +274,16 @@ class StripeGateway:
         except UnicodeDecodeError as exc:
             raise InvalidWebhook("The body is not UTF-8.") from exc
         tolerance = int(settings.STRIPE_WEBHOOK_TOLERANCE)
+        if not signature.isascii():
+            raise InvalidWebhook("The Stripe-Signature header is not ASCII.")
         try:
             stripe.WebhookSignature.verify_header(text, signature, settings.STRIPE_WEBHOOK_SECRET, tolerance)
         except stripe.SignatureVerificationError as exc:
             # The SDK's message names what failed (missing header, bad signature, old timestamp)
             # and never the secret.
             raise InvalidWebhook(str(exc).split(". Read it")[0]) from exc
+        except (TypeError, ValueError) as exc:
+            raise InvalidWebhook("The Stripe-Signature header is malformed.") from exc
         # The SDK refuses only old timestamps; a signature dated in the future is refused too.
         timestamp = int(dict(part.split("=", 1) for part in signature.split(",") if "=" in part)["t"])
         if timestamp > time.time() + tolerance:

@@ -84,8 +84,10 @@ class TestIdempotency:
     def test_a_key_used_with_other_parameters_is_a_409_and_the_next_attempt_pays(
         self, stripe_api: str, gateway: PaymentGateway, order: Order, api_as: Callable, customer: Any
     ) -> None:
-        """Stripe answers `idempotency_error`: a 409 in our error shape, and the attempt does
-        not stay `creating`; the next confirm is a new attempt with a key of its own."""
+        """Stripe answers `idempotency_error`: a 409 in our error shape, never a 500. While
+        Stripe's search may not see an intent yet, the attempt stays open (no second charge can
+        start beside one that may exist); claimed again later and still unseen, it fails, and the
+        next confirm is a new attempt with a key of its own."""
         gateway.create_intent(
             intent_request(
                 order, key=f"order:{order.id}:payment:1", order_id="someone-else", payment_method=VISA
@@ -93,10 +95,18 @@ class TestIdempotency:
         )
         client = api_as(customer)
         body = {"order_id": str(order.id), "payment_method": VISA}
-        conflict = client.post("/api/payments/confirm", body, format="json")
-        assert conflict.status_code == 409, conflict.content
-        assert conflict.json()["code"] == "idempotency_conflict"
+        wait = client.post("/api/payments/confirm", body, format="json")
+        assert wait.status_code == 409, wait.content
+        assert wait.json()["code"] == "payment_in_progress"
         (attempt,) = Payment.objects.filter(order_id=order.id)
+        assert (attempt.status, attempt.failure_code) == (PaymentStatus.CREATING, "idempotency_error")
+        assert client.post("/api/payments/confirm", body, format="json").json()["status"] == "creating"
+
+        later = attempt.updated_at - services.stale_claim() - timedelta(seconds=1)
+        Payment.objects.filter(id=attempt.id).update(updated_at=later)
+        conflict = client.post("/api/payments/confirm", body, format="json")
+        assert conflict.status_code == 409 and conflict.json()["code"] == "idempotency_conflict"
+        attempt.refresh_from_db()
         assert (attempt.status, attempt.failure_code) == (PaymentStatus.FAILED, "idempotency_error")
 
         paid = client.post("/api/payments/confirm", body, format="json")
@@ -223,6 +233,57 @@ class TestReconciliation:
             call_command("reconcile_payments", stdout=io.StringIO(), stderr=io.StringIO())
 
 
+def test_a_dashboard_refund_counts_although_one_of_ours_is_stuck_unsent(
+    stripe_api: str, gateway: PaymentGateway, order: Order, repository: OrderRepository
+) -> None:
+    """Our full refund timed out before Stripe got it (pending, no Stripe id); staff then refunded
+    everything in the Dashboard. Stripe's report is recorded, not cut to nothing."""
+    paid = services.payment_confirm(order_id=order.id, payment_method=VISA, actor=ACTOR)
+    Refund.objects.create(payment=paid, amount_minor=2900, actor="staff:1")  # never reached Stripe
+    made = gateway.refund(RefundRequest(intent_id=paid.intent_id, amount_minor=2900, idempotency_key="dash"))
+    intent = stripe_objects.payment_intent(order_id=str(order.id), intent_id=paid.intent_id)
+    evt = stripe_objects.event(
+        "refund.created", stripe_objects.refund(intent, amount=2900, refund_id=made.refund_id)
+    )
+    assert stripe_objects.deliver(Client(), evt).status_code == 200
+    recorded = Refund.objects.get(provider_refund_id=made.refund_id)
+    assert (recorded.amount_minor, recorded.status, recorded.flag) == (2900, RefundStatus.SUCCEEDED, "")
+    assert repository.get(order.id).status == OrderStatus.REFUNDED
+
+
+def test_the_events_sweep_reads_every_page(
+    stripe_api: str, gateway: PaymentGateway, order: Order, repository: OrderRepository
+) -> None:
+    """More events than one page (100) since the cursor: none is left behind."""
+    paid = services.payment_confirm(order_id=order.id, payment_method=VISA, actor=ACTOR)
+    for i in range(60):  # each refund is two events: refund.created and charge.refunded
+        gateway.refund(RefundRequest(intent_id=paid.intent_id, amount_minor=10, idempotency_key=f"dash-{i}"))
+    sweep = services.payment_reconcile_events()
+    assert sweep.listed > 100 and not sweep.errors
+    assert Refund.objects.filter(status=RefundStatus.SUCCEEDED).count() == 60
+    assert services.payment_reconcile_events().missed == 0
+
+
+def test_a_foreign_intent_for_an_unpaid_order_is_judged_against_the_order(
+    stripe_api: str, order: Order, repository: OrderRepository
+) -> None:
+    """An intent we never made, naming our order and an attempt that has its own intent, took
+    100 for a 2900 order: held for review, never marks the order paid."""
+    Payment.objects.create(
+        order_id=order.id, attempt=1, amount_minor=2900, currency="USD", intent_id="pi_ours", status="failed"
+    )
+    foreign = stripe_objects.payment_intent(order_id=str(order.id), attempt=1, amount=100)
+    assert (
+        stripe_objects.deliver(
+            Client(), stripe_objects.event("payment_intent.succeeded", foreign)
+        ).status_code
+        == 200
+    )
+    held = Payment.objects.get(intent_id=foreign["id"])
+    assert held.status == PaymentStatus.REVIEW and "100 received, not 2900" in held.review_reason
+    assert repository.get(order.id).status != OrderStatus.PAID
+
+
 class TestRefusedBodies:
     """Finding 9: whatever the body, a 400 in the JSON error shape, and a record of it."""
 
@@ -251,6 +312,10 @@ class TestRefusedBodies:
         refusal = WebhookRefusal.objects.get()
         assert reason in refusal.reason and refusal.size == len(body) and refusal.signed
         assert not WebhookEvent.objects.exists()
+
+    def test_a_signature_header_that_is_not_ascii_is_400(self, stripe_api: str) -> None:
+        response = self.post(b"{}", signature="t=1,v1=\u00e9")
+        assert response.status_code == 400 and "not ASCII" in response.json()["message"]
 
     def test_a_body_over_the_limit_is_400_unread(self, stripe_api: str, settings: Any) -> None:
         settings.STRIPE_WEBHOOK_MAX_BYTES = 1000
