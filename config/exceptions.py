@@ -38,6 +38,7 @@ DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (domain.IllegalTransition, status.HTTP_409_CONFLICT, "illegal_transition"),
     (domain.ConcurrentUpdate, status.HTTP_409_CONFLICT, "concurrent_update"),
     (domain.OrderNotEditable, status.HTTP_409_CONFLICT, "not_editable"),
+    (domain.HoldLimitExceeded, status.HTTP_409_CONFLICT, "hold_limit_exceeded"),
     (domain.IdempotencyConflict, status.HTTP_422_UNPROCESSABLE_ENTITY, "idempotency_conflict"),
 ]
 
@@ -65,9 +66,21 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         codes = exc.get_codes()
         response.data = {
             "code": codes if isinstance(codes, str) else exc.default_code,
-            "message": str(exc.detail),
+            "message": plain_message(exc.detail),
         }
     return response
+
+
+def plain_message(detail: Any) -> str:
+    """A DRF error detail as one plain sentence: never a Python repr of `ErrorDetail`, lists or
+    dicts (simplejwt's invalid-token detail is a dict with a `detail` and a list of `messages`)."""
+    if isinstance(detail, dict):
+        if "detail" in detail:
+            return plain_message(detail["detail"])
+        return " ".join(f"{key}: {plain_message(value)}" for key, value in detail.items())
+    if isinstance(detail, list | tuple):
+        return " ".join(plain_message(item) for item in detail)
+    return str(detail)
 
 
 def _is_api(request: HttpRequest) -> bool:

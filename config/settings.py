@@ -12,10 +12,10 @@ Redis. `.env.example` lists every variable with a one-line comment.
 
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import environ
 from corsheaders.defaults import default_headers
+from csp.constants import NONCE as CSP_NONCE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -72,7 +72,9 @@ MIDDLEWARE = [
     # Before anything that may answer: preflight requests and CORS headers on every answer.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "config.middleware.CSPMiddleware",
+    # Before the CSRF check reads a form: oversized or unreadable bodies answer in JSON (413/400).
+    "config.middleware.RequestBodyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -142,7 +144,13 @@ else:
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         # State every web and worker process must see alike (circuit breakers, rate limits):
         # in the database when there is no Redis (`createcachetable` makes its table).
-        "shared": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cis_shared_cache"},
+        "shared": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "cis_shared_cache",
+            # Past MAX_ENTRIES the table drops a third of its rows by key order, circuits and
+            # lockouts included; rate limits keep a row per client, so leave ample room.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        },
     }
 
 # django-q2: `timeout` (a task's time limit) stays below `retry` (when an unacknowledged task is
@@ -205,16 +213,28 @@ WHITENOISE_AUTOREFRESH = not PRODUCTION
 
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # OAuth 2.0 tokens before JWTs: both come as `Bearer`, and the OAuth class leaves JWT-shaped
+    # values alone. API keys and OAuth tokens carry scopes (access.permissions.HasScopes).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "access.authentication.OAuth2TokenAuthentication",
+        "access.jwt.RevocableJWTAuthentication",
+        "access.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # One parsing path for every JSON body: size, UTF-8, depth (config/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.JsonParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Rate limits on the shared cache (access.throttling): every client's general budget, then
+    # the budget of the route it calls (RATE_LIMIT_ROUTES). Rates are the RATE_LIMIT_* below.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "access.throttling.ClientRateThrottle",
+        "access.throttling.RouteRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {},  # filled in after SIMPLE_JWT, from RATE_LIMIT_*
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
@@ -229,6 +249,53 @@ SIMPLE_JWT = {
     "SIGNING_KEY": env.str("JWT_SIGNING_KEY", default=SECRET_KEY),
     "AUTH_HEADER_TYPES": ("Bearer",),
 }
+
+# --- Rate limits and login lockout (access.throttling, access.lockout) ----------------------
+# Budgets as "<requests>/<second|minute|hour|day>" (DRF's notation; "off" for none). Counters
+# live in the shared cache, so every web process on every host draws on the same budget. A
+# window opens at a client's first request and lasts the period; over budget answers 429 with
+# Retry-After. Clients are counted by user (an API key or OAuth token counts as its user),
+# anonymous ones by source address.
+RATE_LIMIT_USER = env.str("RATE_LIMIT_USER", default="600/min")
+RATE_LIMIT_ANON = env.str("RATE_LIMIT_ANON", default="120/min")
+# POST /api/auth/token and the login forms, per source address (wrong passwords are also
+# counted per username by the lockout below).
+RATE_LIMIT_LOGIN = env.str("RATE_LIMIT_LOGIN", default="10/min")
+RATE_LIMIT_TOKEN_REFRESH = env.str("RATE_LIMIT_TOKEN_REFRESH", default="60/min")
+# Orders placed without an account (POST /api/orders, the checkout form), per source address.
+RATE_LIMIT_ORDER_CREATE_ANON = env.str("RATE_LIMIT_ORDER_CREATE_ANON", default="20/hour")
+# POST /api/payments/confirm and the pay page's confirm call, per client.
+RATE_LIMIT_PAYMENT_CONFIRM = env.str("RATE_LIMIT_PAYMENT_CONFIRM", default="30/min")
+# Stripe's webhook, per source address (Stripe sends from a handful of addresses).
+RATE_LIMIT_WEBHOOK = env.str("RATE_LIMIT_WEBHOOK", default="600/min")
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    "user": RATE_LIMIT_USER,
+    "anon": RATE_LIMIT_ANON,
+    "login": RATE_LIMIT_LOGIN,
+    "token_refresh": RATE_LIMIT_TOKEN_REFRESH,
+    "order_create_anon": RATE_LIMIT_ORDER_CREATE_ANON,
+    "payment_confirm": RATE_LIMIT_PAYMENT_CONFIRM,
+    "webhook": RATE_LIMIT_WEBHOOK,
+}
+# Which API route (URL name) and method draws on which budget, besides the client's general
+# one. A budget whose name ends in "_anon" counts only clients without a user.
+RATE_LIMIT_ROUTES = {
+    "token_obtain_pair": {"POST": "login"},
+    "token_refresh": {"POST": "token_refresh"},
+    "api-orders": {"POST": "order_create_anon"},
+    "api-payment-confirm": {"POST": "payment_confirm"},
+}
+# How many proxies in front of the app append to X-Forwarded-For (0: none, the client is
+# REMOTE_ADDR). With N, the client is the N-th address from the right; never trust more than
+# there are, or clients can pick their own address.
+RATE_LIMIT_TRUSTED_PROXY_COUNT = env.int("RATE_LIMIT_TRUSTED_PROXY_COUNT", default=0)
+# After this many failed logins for one username, or from one address, within the window, every
+# login for it (even with the right password) is refused for LOGIN_LOCKOUT_SECONDS. A success
+# clears the username's count.
+LOGIN_LOCKOUT_FAILURES = env.int("LOGIN_LOCKOUT_FAILURES", default=5)
+LOGIN_LOCKOUT_ADDRESS_FAILURES = env.int("LOGIN_LOCKOUT_ADDRESS_FAILURES", default=20)
+LOGIN_LOCKOUT_WINDOW_SECONDS = env.int("LOGIN_LOCKOUT_WINDOW_SECONDS", default=900)
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=900)
 
 # --- Access: API keys, OAuth 2.0, CORS, CSP ----------------------------------------------------
 # The scopes an API key or an OAuth token may carry (JWTs and sessions act as their user).
@@ -248,6 +315,18 @@ OAUTH2_PROVIDER = {
     "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_REFRESH_TOKEN_SECONDS", default=14 * 24 * 3600),
     "ROTATE_REFRESH_TOKEN": True,
     "ALLOWED_REDIRECT_URI_SCHEMES": ["https"] if PRODUCTION else ["http", "https"],
+    # A replayed (already rotated) refresh token revokes its whole family.
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # Client-credentials tokens act as their application's user (access.oauth).
+    "OAUTH2_VALIDATOR_CLASS": "access.oauth.ScopedOAuth2Validator",
+    # RFC 9700 (OAuth 2.0 Security BCP): no implicit or password grant, PKCE with S256 only, no
+    # token in a query string, `iss` in the authorization response, tokens hashed at rest.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
 }
 # Origins (scheme://host[:port]) whose browser clients may call /api/ and /o/; none by default.
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
@@ -267,6 +346,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The security schemes (oauth2, bearer, apiKey) come from access.schema's extensions; this
+    # hook adds each operation's scope for API keys (`x-required-scopes`).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "access.schema.document_scopes",
+        # Every operation's 400/401/403/404/413/415/429 answers, in the error shape.
+        "config.schema.document_error_answers",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "OrderStatusEnum": "orders.serializers.ORDER_STATUS_CHOICES",
         "HealthStatusEnum": "monitoring.apis.HEALTH_STATUSES",
@@ -291,6 +378,24 @@ DYNAMODB_ENDPOINT_URL = env.str("DYNAMODB_ENDPOINT_URL", default="")
 ORDER_SHIPPING_FLAT_MINOR = env.int("ORDER_SHIPPING_FLAT_MINOR", default=0)
 ORDER_MAX_LINES = env.int("ORDER_MAX_LINES", default=50)
 ORDER_MAX_QUANTITY_PER_LINE = env.int("ORDER_MAX_QUANTITY_PER_LINE", default=100)
+# Stock no one pays for is stock no one can buy. An order still unpaid (pending_payment or
+# payment_failed) this long after it was placed is cancelled and its stock released by the
+# `orders-expire-unpaid` schedule, every minute (0: unpaid orders never expire).
+ORDER_PAYMENT_TIMEOUT_MINUTES = env.int("ORDER_PAYMENT_TIMEOUT_MINUTES", default=60)
+# How many orders the expiry sweep reads per page (it goes through every page each run).
+ORDER_EXPIRY_BATCH = env.int("ORDER_EXPIRY_BATCH", default=100)
+# Checks that keep an unpaid order from expiring for now: dotted paths of `check(order_id) ->
+# bool` (True: leave it). Payments sits above orders, so it registers its own: an order whose
+# payment is under way is not cancelled under it.
+ORDER_EXPIRY_HOLDS = ["payments.selectors.order_has_open_payment"]
+# The most units an anonymous client (counted per source address) may hold in unpaid orders at
+# once; the next order that would go over is refused until one is paid, cancelled or expired.
+# 0: no limit.
+ORDER_ANON_HOLD_MAX_UNITS = env.int("ORDER_ANON_HOLD_MAX_UNITS", default=20)
+# At most this many emails an hour to one guest address (orders without an account); more are
+# skipped and recorded as skipped in the delivery ledger. Customers with accounts are not
+# limited. 0: no limit.
+GUEST_EMAIL_MAX_PER_HOUR = env.int("GUEST_EMAIL_MAX_PER_HOUR", default=5)
 
 # --- Payments (Stripe) ---------------------------------------------------------------------
 # Which PaymentGateway adapter charges cards: a dotted path, like ORDER_REPOSITORY.
@@ -305,22 +410,18 @@ STRIPE_JS_URL = env.str(
 )
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-# Content-Security-Policy on every page (django-csp): our own files, and Stripe.js with what it
-# frames and calls. CSP_REPORT_ONLY=true sends it as Content-Security-Policy-Report-Only.
+# Content-Security-Policy on every page (django-csp): our own files and nothing inline (the API
+# docs' one init script carries the request's nonce). The payment page adds Stripe.js's origin
+# from STRIPE_JS_URL and what it frames and calls (config.middleware.CSPMiddleware, read per
+# request). CSP_REPORT_ONLY=true sends it as Content-Security-Policy-Report-Only.
 _CSP = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
-        "script-src": ["'self'", _origin(STRIPE_JS_URL)],
+        "script-src": ["'self'", CSP_NONCE],
         "style-src": ["'self'"],
         "img-src": ["'self'", "data:"],
         "font-src": ["'self'"],
-        "connect-src": ["'self'", _origin(STRIPE_JS_URL), _origin(STRIPE_API_BASE)],
-        "frame-src": [_origin(STRIPE_JS_URL), "https://hooks.stripe.com"],
+        "connect-src": ["'self'"],
         "frame-ancestors": ["'none'"],
         "form-action": ["'self'"],
         "base-uri": ["'self'"],

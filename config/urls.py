@@ -4,8 +4,8 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from access.jwt_apis import LogoutApi, TokenObtainApi, TokenRefreshApi
 from config.exceptions import api_not_found
 from monitoring.prometheus import prometheus_metrics
 from payments.webhooks import stripe_webhook
@@ -15,10 +15,12 @@ api_patterns = [
     path("payments/", include("payments.api_urls")),
     path("integrations/", include("integrations.api_urls")),
     path("monitoring/", include("monitoring.api_urls")),
-    path("auth/token", TokenObtainPairView.as_view(), name="token_obtain_pair"),
-    path("auth/token/refresh", TokenRefreshView.as_view(), name="token_refresh"),
+    path("auth/token", TokenObtainApi.as_view(), name="token_obtain_pair"),
+    path("auth/token/refresh", TokenRefreshApi.as_view(), name="token_refresh"),
+    path("auth/logout", LogoutApi.as_view(), name="token_logout"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # No OPTIONS metadata: its HTML-only renderer has no template for it (an OPTIONS was a 500).
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema", metadata_class=None), name="swagger-ui"),
     # Anything else under /api/ answers in JSON too, in every mode.
     re_path(r"^.*$", api_not_found),
 ]
@@ -26,6 +28,7 @@ api_patterns = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
+    path("o/", include("access.oauth_urls")),  # OAuth 2.0: authorize, token, revoke_token, introspect
     path("webhooks/stripe", stripe_webhook, name="stripe-webhook"),
     path("accounts/", include("orders.account_urls")),
     path("ops/", include("monitoring.urls")),

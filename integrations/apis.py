@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.permissions import HasScopes
 from integrations import services
 from integrations.models import Delivery, DeliveryState
 from orders import services as order_services
@@ -44,7 +45,8 @@ class DeliveryListQuerySerializer(serializers.Serializer):
 
 
 class DeliveryListApi(APIView):
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [HasScopes, permissions.IsAdminUser]
+    required_scopes = {"GET": "monitoring:read"}  # reading the ledger is operations' view
 
     @extend_schema(
         operation_id="integrations_deliveries_list",
@@ -63,7 +65,8 @@ class DeliveryListApi(APIView):
 
 
 class DeliveryRetryApi(APIView):
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [HasScopes, permissions.IsAdminUser]
+    required_scopes = {"POST": "integrations:write"}
 
     @extend_schema(
         operation_id="integrations_deliveries_retry",

@@ -13,6 +13,8 @@ class DeliveryState(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     RETRYING = "retrying", "Retrying"
     DEAD = "dead", "Dead"
+    # Not sent on purpose, never retried: e.g. over GUEST_EMAIL_MAX_PER_HOUR to a guest address.
+    SKIPPED = "skipped", "Skipped"
 
 
 # States a dispatcher may claim a delivery from (once its next attempt is due).

@@ -16,6 +16,7 @@ the ledger does.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ from integrations.resilience import (
     backoff_seconds,
     exclusive,
     shared_cache,
+    shared_lock,
 )
 from orders.domain import Actor, OrderError
 from orders.repositories import OrderRepository, get_order_repository
@@ -165,6 +167,7 @@ class DispatchReport:
     succeeded: int = 0
     retrying: int = 0
     dead: int = 0
+    skipped: int = 0  # not sent on purpose (over GUEST_EMAIL_MAX_PER_HOUR)
     waited_for: str = ""  # why it stopped early: "circuit open", "rate limit", "paused"
     outcomes: list[DeliveryOutcome] = field(default_factory=list)
 
@@ -279,6 +282,9 @@ def _claim(integration: str, size: int) -> list[Delivery]:
 def _deliver(
     adapter: IntegrationAdapter, claimed: list[Delivery], breaker: CircuitBreaker, report: DispatchReport
 ) -> None:
+    claimed = _skip_over_guest_email_limit(claimed, report)
+    if not claimed:
+        return
     requests = [
         DeliveryRequest(
             delivery_id=d.id,
@@ -379,6 +385,74 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
     )
     report.outcomes.extend(results)
     _report(claimed, now)
+
+
+GUEST_EMAIL_WINDOW_SECONDS = 3600
+
+
+def _skip_over_guest_email_limit(claimed: list[Delivery], report: DispatchReport) -> list[Delivery]:
+    """Anyone can type someone else's address into a guest checkout: at most
+    GUEST_EMAIL_MAX_PER_HOUR emails to one guest address in any hour (customers with accounts
+    are not limited). The rest are not sent and end `skipped` in the ledger with the reason:
+    final, so neither retried nor dead-lettered (no alert to page anyone), and logged as a
+    `delivery.skipped` event. Counted once per delivery, on its first attempt (a retry of a
+    counted one is not counted again). Returns the deliveries to send."""
+    limit = settings.GUEST_EMAIL_MAX_PER_HOUR
+    if limit <= 0:
+        return claimed
+    send: list[Delivery] = []
+    skipped: list[Delivery] = []
+    for delivery in claimed:
+        order = delivery.payload.get("order") or {}
+        recipient = str(order.get("email") or "").strip().lower()
+        if (
+            delivery.integration != "email"
+            or delivery.attempts != 1
+            or order.get("customer_id") is not None
+            or not recipient
+            or _guest_email_allowed(recipient, limit=limit)
+        ):
+            send.append(delivery)
+            continue
+        delivery.state = DeliveryState.SKIPPED
+        delivery.lease_expires_at = None
+        delivery.last_error_class = "GuestEmailLimit"
+        delivery.last_error_message = (
+            f"Skipped, not sent: {limit} emails to this guest address in the last hour already"
+            " (GUEST_EMAIL_MAX_PER_HOUR)."
+        )
+        skipped.append(delivery)
+    if skipped:
+        Delivery.objects.bulk_update(
+            skipped, ["state", "lease_expires_at", "last_error_class", "last_error_message", "updated_at"]
+        )
+        report.skipped += len(skipped)
+        for delivery in skipped:
+            logger.info(
+                "Skipped %s of order %s: over the guest email limit",
+                delivery.event_type,
+                delivery.order_id,
+                extra={
+                    "event": "delivery.skipped",
+                    "integration": delivery.integration,
+                    "order_id": delivery.order_id,
+                },
+            )
+    return send
+
+
+def _guest_email_allowed(recipient: str, *, limit: int) -> bool:
+    """Take one of the address's `limit` emails of the last hour (a sliding window kept in the
+    shared cache, so every dispatcher counts the same); False when none is left."""
+    key = "guest-email:" + hashlib.sha256(recipient.encode()).hexdigest()[:40]
+    now = time.time()
+    with shared_lock(key):
+        sent = [at for at in shared_cache().get(key) or [] if now - at < GUEST_EMAIL_WINDOW_SECONDS]
+        allowed = len(sent) < limit
+        if allowed:
+            sent.append(now)
+        shared_cache().set(key, sent, timeout=GUEST_EMAIL_WINDOW_SECONDS)
+    return allowed
 
 
 def _report(claimed: list[Delivery], now: datetime) -> None:

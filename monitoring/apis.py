@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.permissions import HasScopes
 from monitoring import selectors
 from monitoring.models import ErrorSource
 from monitoring.permissions import CanReadMonitoring
@@ -83,7 +84,8 @@ class MetricsSerializer(serializers.Serializer):
 
 
 class MetricsApi(APIView):
-    permission_classes = [CanReadMonitoring]
+    permission_classes = [HasScopes, CanReadMonitoring]
+    required_scopes = {"GET": "monitoring:read"}
 
     @extend_schema(
         operation_id="monitoring_metrics",
@@ -116,7 +118,8 @@ class IntegrationSerializer(serializers.Serializer):
 
 
 class IntegrationsApi(APIView):
-    permission_classes = [CanReadMonitoring]
+    permission_classes = [HasScopes, CanReadMonitoring]
+    required_scopes = {"GET": "monitoring:read"}
 
     @extend_schema(
         operation_id="monitoring_integrations",
@@ -151,7 +154,8 @@ class ErrorPagination(CursorPagination):
 
 
 class ErrorsApi(APIView):
-    permission_classes = [CanReadMonitoring]
+    permission_classes = [HasScopes, CanReadMonitoring]
+    required_scopes = {"GET": "monitoring:read"}
 
     @extend_schema(
         operation_id="monitoring_errors",
@@ -190,7 +194,8 @@ class AlertSerializer(serializers.Serializer):
 
 
 class AlertsApi(APIView):
-    permission_classes = [CanReadMonitoring]
+    permission_classes = [HasScopes, CanReadMonitoring]
+    required_scopes = {"GET": "monitoring:read"}
 
     @extend_schema(
         operation_id="monitoring_alerts",

@@ -21,8 +21,8 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from access.jwt import RevocableJWTAuthentication
 from integrations.models import Delivery, DeliveryState
 from integrations.services import integration_names
 from monitoring import recorder
@@ -182,7 +182,7 @@ def _allowed(request: HttpRequest) -> bool:
     if can_read_monitoring(getattr(request, "user", None)):
         return True
     try:
-        found = JWTAuthentication().authenticate(request)  # type: ignore[arg-type]
+        found = RevocableJWTAuthentication().authenticate(request)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - a bad token is simply not allowed
         return False
     return bool(found and can_read_monitoring(found[0]))

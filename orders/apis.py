@@ -14,6 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.permissions import HasScopes
+from access.throttling import client_address
 from orders import selectors, services
 from orders.domain import IllegalTransition, Order, OrderStatus, ShippingAddress, can_transition
 from orders.repositories import get_order_repository
@@ -57,7 +59,8 @@ def _load_order(order_id: str, user: AbstractBaseUser | AnonymousUser) -> Order:
 
 
 class ProductListApi(APIView):
-    permission_classes = [permissions.AllowAny]
+    permission_classes = [HasScopes, permissions.AllowAny]
+    required_scopes = {"GET": None}  # the catalog is public: any key or token may read it
 
     @extend_schema(operation_id="products_list", responses={200: ProductOutputSerializer(many=True)})
     def get(self, request: Request) -> Response:
@@ -65,7 +68,8 @@ class ProductListApi(APIView):
 
 
 class ProductDetailApi(APIView):
-    permission_classes = [permissions.AllowAny]
+    permission_classes = [HasScopes, permissions.AllowAny]
+    required_scopes = {"GET": None}
 
     @extend_schema(operation_id="products_retrieve", responses={200: ProductOutputSerializer, **_errors(404)})
     def get(self, request: Request, sku: str) -> Response:
@@ -79,10 +83,12 @@ class ProductDetailApi(APIView):
 
 
 class OrderCollectionApi(APIView):
+    required_scopes = {"GET": "orders:read", "POST": "orders:write"}
+
     def get_permissions(self) -> list[permissions.BasePermission]:
         if self.request.method == "POST":
-            return [permissions.AllowAny()]  # guests may place orders
-        return [permissions.IsAuthenticated()]
+            return [HasScopes(), permissions.AllowAny()]  # guests may place orders
+        return [HasScopes(), permissions.IsAuthenticated()]
 
     @extend_schema(
         operation_id="orders_list",
@@ -155,6 +161,7 @@ class OrderCollectionApi(APIView):
             notes=data.validated_data["notes"],
             idempotency_scope=services.idempotency_scope_for(user),
             idempotency_key=key,
+            client_address=client_address(request),
         )
         return Response(
             _render_detail(order),
@@ -164,7 +171,8 @@ class OrderCollectionApi(APIView):
 
 
 class OrderDetailApi(APIView):
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [HasScopes, permissions.IsAuthenticated]
+    required_scopes = {"GET": "orders:read", "PATCH": "orders:write", "DELETE": "orders:write"}
 
     @extend_schema(
         operation_id="orders_retrieve", responses={200: OrderDetailOutputSerializer, **_errors(401, 404)}

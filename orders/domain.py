@@ -153,6 +153,16 @@ class OrderNotEditable(OrderError):
     pass
 
 
+class HoldLimitExceeded(OrderError):
+    """An anonymous client already holds, in unpaid orders, as many units as it may
+    (`ORDER_ANON_HOLD_MAX_UNITS` per source address): stock no one pays for is stock no one can buy."""
+
+    def __init__(self, message: str, *, held: int, limit: int) -> None:
+        super().__init__(message)
+        self.held = held
+        self.limit = limit
+
+
 # --- Data at the boundary -------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Actor:

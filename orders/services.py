@@ -10,14 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import caches
 from django.db import transaction
 from django.db.models import F
 from django.utils.module_loading import import_string
@@ -30,10 +35,14 @@ from orders.domain import (
     ConcurrentUpdate,
     DuplicateOrder,
     EventType,
+    HoldLimitExceeded,
     IdempotencyConflict,
+    IllegalTransition,
     Order,
     OrderLine,
     OrderNotEditable,
+    OrderNotFound,
+    OrderQuery,
     OrderStatus,
     OrderValidationError,
     OutboxMessage,
@@ -47,6 +56,11 @@ logger = logging.getLogger(__name__)
 
 # How often a change is re-applied to a freshly read order when another writer got there first.
 CONCURRENT_UPDATE_ATTEMPTS = 5
+# The per-address lock of the anonymous hold limit: how long it is kept at most (a dead holder's
+# expires) and how long a request waits for it.
+SHARED_LOCK_SECONDS = 10
+SHARED_LOCK_WAIT_SECONDS = 15.0
+_pause = threading.Event()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +94,17 @@ def order_place(
     notes: str = "",
     idempotency_scope: str = "",
     idempotency_key: str = "",
+    client_address: str = "",
 ) -> tuple[Order, bool]:
     """Price the lines from the catalog, reserve their stock and store a `pending_payment` order.
 
     Returns the order and whether it was created now. With an idempotency key, a repeat of the
     same request returns the order made the first time (created is False); the same key with a
     different request raises `IdempotencyConflict`.
+
+    A guest order (no `customer_id`) placed from `client_address` (the request's source address)
+    is refused with `HoldLimitExceeded` if that address would then hold more than
+    ORDER_ANON_HOLD_MAX_UNITS units in unpaid orders (see `_anonymous_hold`).
     """
     merged = _merge_lines(lines)
     fingerprint = _fingerprint(
@@ -99,6 +118,42 @@ def order_place(
         earlier = repository.get_by_idempotency_key(scope=idempotency_scope, key=idempotency_key)
         if earlier is not None:
             return _replay(earlier, fingerprint), False
+    place = partial(
+        _place,
+        repository=repository,
+        actor=actor,
+        customer_id=customer_id,
+        email=email,
+        merged=merged,
+        fingerprint=fingerprint,
+        shipping_address=shipping_address,
+        notes=notes,
+        idempotency_scope=idempotency_scope,
+        idempotency_key=idempotency_key,
+    )
+    if customer_id is not None or not client_address or settings.ORDER_ANON_HOLD_MAX_UNITS <= 0:
+        return place()
+    with _anonymous_hold(repository, client_address, units=sum(line.quantity for line in merged)) as remember:
+        order, created = place()
+        if created:
+            remember(order)
+    return order, created
+
+
+def _place(
+    *,
+    repository: OrderRepository,
+    actor: Actor,
+    customer_id: int | None,
+    email: str,
+    merged: list[LineRequest],
+    fingerprint: str,
+    shipping_address: ShippingAddress,
+    notes: str,
+    idempotency_scope: str,
+    idempotency_key: str,
+) -> tuple[Order, bool]:
+    """`order_place` once the request is checked: reserve, store, or replay a racing twin."""
     try:
         with transaction.atomic():
             order_lines, currency = _price_and_reserve(merged)
@@ -279,7 +334,159 @@ def order_cancel(
     )
 
 
+# --- unpaid orders expire --------------------------------------------------------------------
+EXPIRY_ACTOR = Actor.system("expiry")
+
+
+@dataclass
+class ExpiryReport:
+    cancelled: int = 0
+    held: int = 0  # due, but a hold (a payment under way) keeps them for now
+    skipped: int = 0  # changed by someone else meanwhile (paid, cancelled): left as they are
+
+
+def orders_expire_unpaid(*, repository: OrderRepository, now: datetime | None = None) -> ExpiryReport:
+    """Cancel every order still unpaid ORDER_PAYMENT_TIMEOUT_MINUTES after it was placed.
+
+    Each goes through `order_cancel` like any cancel: its stock is released, the audit trail
+    says `system:expiry` and why, and the customer is told (the email says nothing was charged).
+    Orders that a check of ORDER_EXPIRY_HOLDS holds (a payment under way) wait for a later run.
+    Safe to run twice at once: each cancel is one atomic, version-checked change, so an order
+    is cancelled once and the other run's `IllegalTransition` or `ConcurrentUpdate` only skips
+    it. Reads go through `OrderRepository.list` page by page, so it works on every adapter.
+    """
+    report = ExpiryReport()
+    minutes = settings.ORDER_PAYMENT_TIMEOUT_MINUTES
+    if minutes <= 0:
+        return report
+    cutoff = (now or utcnow()) - timedelta(minutes=minutes)
+    holds = [import_string(path) for path in settings.ORDER_EXPIRY_HOLDS]
+    reason = f"Not paid within {minutes} minutes"
+    for status in sorted(STOCK_HOLDING_STATUSES):
+        cursor: str | None = None
+        while True:
+            page = repository.list(
+                OrderQuery(
+                    status=status,
+                    created_to=cutoff,
+                    newest_first=False,
+                    limit=settings.ORDER_EXPIRY_BATCH,
+                    cursor=cursor,
+                )
+            )
+            for order in page.orders:
+                _expire(repository, order.id, reason=reason, holds=holds, report=report)
+            if page.next_cursor is None:
+                break
+            # The cursor is a position (created_at, id), so orders leaving the status on this
+            # page do not move the next one.
+            cursor = page.next_cursor
+    if report.cancelled or report.held:
+        logger.info(
+            "Expired %s unpaid order(s); %s held by a payment under way, %s changed meanwhile",
+            report.cancelled,
+            report.held,
+            report.skipped,
+            extra={"event": "orders.expired", "cancelled": report.cancelled},
+        )
+    return report
+
+
+def _expire(
+    repository: OrderRepository,
+    order_id: uuid.UUID,
+    *,
+    reason: str,
+    holds: list[Callable[[uuid.UUID], bool]],
+    report: ExpiryReport,
+) -> None:
+    if any(hold(order_id) for hold in holds):
+        report.held += 1
+        return
+    try:
+        order_cancel(repository=repository, order_id=order_id, actor=EXPIRY_ACTOR, reason=reason)
+    except (IllegalTransition, ConcurrentUpdate, OrderNotFound) as exc:
+        # Paid, cancelled or being changed by someone else (another sweep): not ours to cancel.
+        logger.info("Order %s not expired: %s", order_id, exc)
+        report.skipped += 1
+    else:
+        report.cancelled += 1
+
+
 # --- helpers --------------------------------------------------------------------------------
+def _anonymous_hold_key(address: str) -> str:
+    return "orders:anonymous-hold:" + hashlib.sha256(address.strip().lower().encode()).hexdigest()[:40]
+
+
+@contextmanager
+def _anonymous_hold(
+    repository: OrderRepository, address: str, *, units: int
+) -> Iterator[Callable[[Order], None]]:
+    """Refuse a guest order that would take `address` over ORDER_ANON_HOLD_MAX_UNITS held units.
+
+    The shared cache keeps, per address, only which orders it placed ({order id: units});
+    what they hold is read from the orders themselves, so an order that is paid, cancelled or
+    expired stops counting by itself, with no hook on those changes and nothing to drift.
+    (The repository cannot filter orders by address, and the order does not store it.) The
+    check and the placing run under a short per-address lock, so two requests at once cannot
+    both squeeze under the limit. Yields `remember(order)` for the order once placed.
+    """
+    cache = caches["shared"]
+    key = _anonymous_hold_key(address)
+    limit = settings.ORDER_ANON_HOLD_MAX_UNITS
+    with _shared_lock(key):
+        placed: dict[str, int] = {}
+        for order_id, held_units in (cache.get(key) or {}).items():
+            try:
+                status = repository.get(uuid.UUID(order_id)).status
+            except OrderNotFound:
+                # Orders are never deleted and each is remembered once its write is done (the
+                # pages and the API call this outside any wider transaction), so this one is
+                # gone for good (a test database flushed, a store replaced): it holds nothing.
+                continue
+            if status in STOCK_HOLDING_STATUSES:
+                placed[order_id] = held_units
+        held = sum(placed.values())
+        # Entries outlive the orders' expiry; after that they are dropped (or pruned above).
+        timeout = (
+            settings.ORDER_PAYMENT_TIMEOUT_MINUTES * 60 + 3600
+            if settings.ORDER_PAYMENT_TIMEOUT_MINUTES > 0
+            else None
+        )
+        if held + units > limit:
+            cache.set(key, placed, timeout=timeout)
+            raise HoldLimitExceeded(
+                f"Orders placed without an account from your address already hold {held} unpaid"
+                f" item(s); at most {limit} may be held at once. Pay for or cancel an order first,"
+                " or sign in.",
+                held=held,
+                limit=limit,
+            )
+        new: list[Order] = []
+        yield new.append
+        for order in new:
+            placed[str(order.id)] = sum(line.quantity for line in order.lines)
+        cache.set(key, placed, timeout=timeout)
+
+
+@contextmanager
+def _shared_lock(key: str) -> Iterator[None]:
+    """A short lock every web and worker process sees (`cache.add` is atomic on Redis and on
+    the database cache). The key expires by itself if its holder dies."""
+    cache = caches["shared"]
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + SHARED_LOCK_WAIT_SECONDS
+    while not cache.add(f"lock:{key}", token, timeout=SHARED_LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"could not lock {key}")
+        _pause.wait(0.005)
+    try:
+        yield
+    finally:
+        if cache.get(f"lock:{key}") == token:
+            cache.delete(f"lock:{key}")
+
+
 def _apply(
     repository: OrderRepository,
     order_id: uuid.UUID,

@@ -18,6 +18,7 @@ from django.shortcuts import redirect, render, resolve_url
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
+from access.throttling import client_address, rate_limit
 from orders import selectors, services
 from orders.cart import Cart
 from orders.domain import (
@@ -99,6 +100,7 @@ def cart_remove(request: HttpRequest, sku: str) -> HttpResponse:
 
 # --- checkout ---------------------------------------------------------------------------------
 @require_http_methods(["GET", "POST"])
+@rate_limit("order_create_anon", methods=("POST",))
 def checkout(request: HttpRequest) -> HttpResponse:
     cart = Cart(request.session)
     if request.method == "POST":
@@ -147,6 +149,7 @@ def _place_order(request: HttpRequest, form: CheckoutForm, cart: Cart) -> Order:
         notes=form.cleaned_data["notes"],
         idempotency_scope=services.idempotency_scope_for(user),
         idempotency_key=key,
+        client_address=client_address(request),
     )
     cart.clear()
     if order.is_guest:

@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.permissions import HasScopes
 from orders import selectors as order_selectors
 from orders import services as order_services
 from orders.repositories import get_order_repository
@@ -28,7 +29,8 @@ def _error(description: str) -> OpenApiResponse:
 
 
 class PaymentConfirmApi(APIView):
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [HasScopes, permissions.IsAuthenticated]
+    required_scopes = {"POST": "payments:write"}
 
     @extend_schema(
         operation_id="payments_confirm",
@@ -71,7 +73,8 @@ class PaymentConfirmApi(APIView):
 
 
 class PaymentRefundApi(APIView):
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [HasScopes, permissions.IsAdminUser]
+    required_scopes = {"POST": "payments:refund"}
 
     @extend_schema(
         operation_id="payments_refund",
@@ -103,7 +106,8 @@ class PaymentRefundApi(APIView):
 
 
 class PaymentDetailApi(APIView):
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [HasScopes, permissions.IsAuthenticated]
+    required_scopes = {"GET": "orders:read"}  # a payment is read as part of its order
 
     @extend_schema(
         operation_id="payments_retrieve",

@@ -17,7 +17,6 @@ Thin views: who may see the order is `orders.selectors.order_get`'s decision, pa
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -32,6 +31,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
+from access.throttling import rate_limit
+from config.parsers import parse_json
 from orders import selectors as order_selectors
 from orders import services as order_services
 from orders.domain import Actor, Order, OrderError, OrderNotFound, OrderStatus
@@ -129,6 +130,7 @@ def pay_setup(request: HttpRequest, order_id: uuid.UUID) -> JsonResponse:
     return JsonResponse({"status": "ready", "message": "", "client_secret": secret})
 
 
+@rate_limit("payment_confirm", methods=("POST",))
 @json_endpoint
 def pay_confirm(request: HttpRequest, order_id: uuid.UUID) -> JsonResponse:
     """Charge the order with the payment method Stripe.js made from the card."""
@@ -169,7 +171,7 @@ def _payment_method_from(request: HttpRequest) -> str:
     if len(request.body) > MAX_BODY_BYTES:
         raise BadInput("The request is too large.")
     try:
-        body = json.loads(request.body or b"null")
+        body = parse_json(request.body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput("The request body must be JSON.") from exc
     if not isinstance(body, dict):

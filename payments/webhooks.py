@@ -16,6 +16,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from access.throttling import rate_limit
 from payments import services
 from payments.gateways.base import InvalidWebhook, get_payment_gateway
 
@@ -39,6 +40,7 @@ def _refuse(request: HttpRequest, reason: str, size: int) -> JsonResponse:
 
 @csrf_exempt  # Stripe cannot send a CSRF token; the signature authenticates the request instead
 @require_POST
+@rate_limit("webhook", methods=("POST",), per="address")
 def stripe_webhook(request: HttpRequest) -> JsonResponse:
     limit = int(settings.STRIPE_WEBHOOK_MAX_BYTES)
     try:

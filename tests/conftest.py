@@ -39,6 +39,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                 Path(f"{name}{suffix}").unlink(missing_ok=True)
 
 
+DB_FIXTURES = frozenset({"db", "transactional_db", "live_server", "django_db_reset_sequences"})
+
+
+@pytest.fixture(autouse=True)
+def _empty_shared_cache(request: pytest.FixtureRequest, django_db_blocker: Any) -> None:
+    """Rate-limit windows, login lockouts, held units and locks live in the shared cache: the
+    database cache table (which the database flush between tests leaves alone) or Redis. Every
+    test that touches the database starts with none, so budgets never carry over between tests."""
+    if request.node.get_closest_marker("django_db") is None and not DB_FIXTURES & set(request.fixturenames):
+        return
+    request.getfixturevalue("django_db_setup")  # the test database, never the real one
+    from django.core.cache import caches
+
+    with django_db_blocker.unblock():
+        caches["shared"].clear()
+
+
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -19,6 +19,7 @@ ENDPOINTS = {
     "/api/orders/{order_id}": {"get", "patch", "delete"},
     "/api/auth/token": {"post"},
     "/api/auth/token/refresh": {"post"},
+    "/api/auth/logout": {"post"},
     "/api/payments/confirm": {"post"},
     "/api/payments/refund": {"post"},
     "/api/payments/{payment_id}": {"get"},

@@ -195,7 +195,7 @@ class TestDetail:
         assert 'value="fulfilled"' in html and 'value="cancelled"' not in html
         assert {a.name for a in page.context["actions"]} >= {"refund_in_full", "resend_confirmation_email"}
         assert "Refund in full" in html and "Resend the confirmation email" in html
-        assert "window.confirm(" in html  # a refund asks first
+        assert 'data-confirm="' in html  # a refund asks first (static/js/confirm-buttons.js)
 
     def test_an_unpaid_order_without_deliveries(
         self, admin_client: Client, place: Callable[..., Order]

@@ -1,11 +1,16 @@
-"""`manage.py seed_demo`: a small demo catalog and a staff user, safe to run again and again."""
+"""`manage.py seed_demo`: a small demo catalog and a staff user, safe to run again and again.
+
+Never in production (settings.PRODUCTION): the demo logins' passwords are published in this file
+and the README, so a demo admin there would be an open door.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from orders.models import Product
 
@@ -27,6 +32,11 @@ class Command(BaseCommand):
     help = "Load the demo catalog and create the demo staff and customer users (idempotent)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if settings.PRODUCTION:
+            raise CommandError(
+                "seed_demo refuses to run in production (DJANGO_ENV=production): its demo logins "
+                "have published passwords. Create staff with `manage.py createsuperuser` instead."
+            )
         created = 0
         for sku, name, description, price_minor, stock in DEMO_PRODUCTS:
             _, was_created = Product.objects.get_or_create(

@@ -1,0 +1,15 @@
+"""django-q2 tasks of the orders app (scheduled by migration 0004): each calls one service."""
+
+from __future__ import annotations
+
+from orders import services
+from orders.repositories import get_order_repository
+
+
+def expire_unpaid_orders() -> str:
+    """Every minute: cancel orders unpaid ORDER_PAYMENT_TIMEOUT_MINUTES after they were placed."""
+    report = services.orders_expire_unpaid(repository=get_order_repository())
+    return (
+        f"cancelled {report.cancelled} unpaid order(s); {report.held} held by a payment under way,"
+        f" {report.skipped} changed meanwhile"
+    )
