@@ -494,6 +494,9 @@ ORDER_EVENTS = [
     "order.partially_refunded",
     "order.cancelled",
 ]
+# A status that followed money back (a refund that failed after it succeeded): the records follow
+# it, the customer's email does not.
+RECORD_EVENTS = [*ORDER_EVENTS, "order.corrected"]
 INTEGRATIONS = {
     "email": {
         "adapter": "integrations.adapters.sendgrid.SendGridAdapter",
@@ -502,7 +505,7 @@ INTEGRATIONS = {
     },
     "sheets": {
         "adapter": "integrations.adapters.sheets.SheetsAdapter",
-        "events": ORDER_EVENTS,
+        "events": RECORD_EVENTS,
         "retry": {"base": env.float("SHEETS_RETRY_BASE", default=2.0), "cap": 600.0, "max_attempts": 10},
         "max_calls_per_minute": SHEETS_MAX_WRITES_PER_MINUTE,
         # One batch is at most two write calls (append new rows, update known ones).
@@ -514,7 +517,7 @@ INTEGRATIONS = {
     },
     "sns": {
         "adapter": "integrations.adapters.sns.SnsAdapter",
-        "events": ORDER_EVENTS,
+        "events": RECORD_EVENTS,
         "retry": {"base": env.float("SNS_RETRY_BASE", default=1.0), "cap": 300.0, "max_attempts": 8},
     },
 }

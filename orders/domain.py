@@ -52,7 +52,8 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 
 # Corrections that follow money back, never offered as edits: a refund that failed after it
 # succeeded (the card was closed) returns the order to what its remaining refunds say.
-# They change what the customer was told, so they send no notification (`Order.correct_to`).
+# They tell the customer nothing new: their outbox entry is `order.corrected`, which the records
+# (sheet, notification topic) follow and the email does not (`Order.correct_to`).
 CORRECTIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.REFUNDED: frozenset({OrderStatus.PARTIALLY_REFUNDED, OrderStatus.PAID}),
     OrderStatus.PARTIALLY_REFUNDED: frozenset({OrderStatus.PAID}),
@@ -291,7 +292,8 @@ class Order:
         self, to_status: OrderStatus, *, actor: Actor | str, reason: str, data: dict[str, Any]
     ) -> OrderEvent:
         """Move back along `CORRECTIONS` because money moved back; recorded as a status change
-        marked `correction` (which tells no one: see `orders.services._notifications`)."""
+        marked `correction`, whose outbox entry is `order.corrected` (no customer email: see
+        `orders.services._notifications`)."""
         if to_status not in CORRECTIONS.get(self.status, frozenset()):
             raise IllegalTransition(self.status, to_status)
         return self._change_status(to_status, actor=actor, data={**data, "correction": reason})

@@ -534,7 +534,9 @@ def _notifications(order: Order) -> list[OutboxMessage]:
     return [
         OutboxMessage(
             order_id=order.id,
-            event_type=f"order.{event.to_status}",
+            # A correction (money that moved back) is its own event: the analytics sheet and the
+            # notification topic follow the order's status, the customer is told nothing new.
+            event_type="order.corrected" if event.data.get("correction") else f"order.{event.to_status}",
             order_version=version,
             payload={
                 "order": order.snapshot() | {"version": version},
@@ -549,9 +551,7 @@ def _notifications(order: Order) -> list[OutboxMessage]:
             created_at=event.created_at,
         )
         for event in order.pending_events
-        if event.type == EventType.STATUS_CHANGED
-        and event.to_status in NOTIFIED_STATUSES
-        and not event.data.get("correction")
+        if event.type == EventType.STATUS_CHANGED and event.to_status in NOTIFIED_STATUSES
     ]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+from django.conf import settings
 
 from monitoring.models import Alert
 from orders.domain import Actor, EventType, Order, OrderStatus
@@ -393,6 +394,8 @@ class TestRefundEvents:
         told = [m.event_type for m in repository.outbox(order.id)]
         assert told.count("order.paid") == 1, "the customer is not told anything new"
         assert told.count("order.refunded") == 1
+        assert told.count("order.corrected") == 1  # the sheet and the topic follow the order
+        assert "order.corrected" not in settings.INTEGRATIONS["email"]["events"]
         assert refund_position(order.id)["left"] == 2900  # staff may pay it back another way
 
     def test_refunds_reported_beyond_what_was_paid_are_capped_and_flagged(
