@@ -24,7 +24,8 @@ urlpatterns = [
     ),
     # POST only (Django's LogoutView): the header's logout button is a form with a CSRF token.
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("signup/", views.signup, name="signup"),
+    # Making accounts draws on the login budget too: no scripted mass sign-up from one address.
+    path("signup/", rate_limit("login", methods=("POST",), per="address")(views.signup), name="signup"),
     # A new password blacklists the account's API refresh tokens and stops its access tokens
     # (access.signals, access.jwt); this browser's session stays logged in.
     # Templates of their own: registration/password_change_*.html are the admin's pages.

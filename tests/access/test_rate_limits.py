@@ -313,3 +313,23 @@ def test_rates_and_addresses_are_read_as_documented(settings: Any) -> None:
     assert client_address(request) == "2.2.2.2"  # what our one proxy saw, not what the client claims
     settings.RATE_LIMIT_TRUSTED_PROXY_COUNT = 3
     assert client_address(request) == "10.0.0.1"  # fewer entries than proxies: not to be trusted
+
+
+@pytest.mark.django_db
+def test_oauth_token_endpoints_and_signup_are_rate_limited_per_address(settings: Any) -> None:
+    """Client secrets and codes cannot be guessed at speed, nor accounts made in bulk. The three
+    OAuth endpoints share the token budget of an address; sign-up draws on the login budget."""
+    from django.test import Client
+
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**rates, "token_refresh": "2/min", "login": "2/min"},
+    }
+    client = Client()
+    tokens = [client.post("/o/token/", {"grant_type": "client_credentials"}).status_code for _ in range(3)]
+    assert 429 not in tokens[:2] and tokens[2] == 429
+    assert client.post("/o/introspect/", {"token": "x"}).status_code == 429
+    assert client.post("/o/revoke_token/", {"token": "x"}).status_code == 429
+    signups = [client.post("/accounts/signup/", {"username": "x"}).status_code for _ in range(3)]
+    assert 429 not in signups[:2] and signups[2] == 429
