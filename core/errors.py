@@ -16,11 +16,9 @@ class ApplicationError(Exception):
     http_status: ClassVar[int] = 400
     code: ClassVar[str] = "invalid"
 
+    # Field name → messages, for invalid input (a subclass sets it per instance); None otherwise.
+    fields: dict[str, list[str]] | None = None
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-    @property
-    def fields(self) -> dict[str, list[str]] | None:
-        """Field name → messages, for invalid input; None otherwise."""
-        return None
