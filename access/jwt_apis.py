@@ -15,14 +15,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.settings import api_settings
 
 from access import jwt
-
-
-class AuthErrorSerializer(serializers.Serializer):
-    """The API's error body."""
-
-    code = serializers.CharField()
-    message = serializers.CharField()
-    fields = serializers.DictField(required=False, help_text="Field name → list of messages.")
+from core.serializers import ErrorSerializer
 
 
 class TokenObtainInputSerializer(serializers.Serializer):
@@ -57,8 +50,7 @@ class LogoutOutputSerializer(serializers.Serializer):
 def _errors(**described: str) -> dict[int, OpenApiResponse]:
     """{"e401": "why"} → {401: the error body, described}."""
     return {
-        int(code[1:]): OpenApiResponse(AuthErrorSerializer, description=text)
-        for code, text in described.items()
+        int(code[1:]): OpenApiResponse(ErrorSerializer, description=text) for code, text in described.items()
     }
 
 

@@ -283,7 +283,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             import django
 
             django.setup()
-            from integrations.aws import aws_client, aws_setup
+            from core.aws import aws_client
+            from integrations.aws import aws_setup
 
             wait_for(lambda: "Topics" in aws_client("sns").list_topics(), seconds=30, what="moto")
             aws = aws_setup(demo_queue=args.sns_demo_queue)
@@ -322,7 +323,7 @@ def measure(
     from django.conf import settings
     from django.db.models import Max, Min
 
-    from integrations.aws import aws_client
+    from core.aws import aws_client
     from integrations.models import Delivery, DeliveryState
     from integrations.services import get_adapter, integration_config
     from orders.domain import Actor, OrderStatus, ShippingAddress

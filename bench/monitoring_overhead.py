@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             import django
 
             django.setup()
-            from integrations.aws import aws_client
+            from core.aws import aws_client
 
             wait_for(lambda: "logGroups" in aws_client("logs").describe_log_groups(), seconds=30, what="moto")
             seed = seed_database()
@@ -357,7 +357,7 @@ def monitoring_state() -> dict[str, Any]:
     from django.db import connections
     from django.db.models import Count, Sum
 
-    from integrations.aws import aws_client
+    from core.aws import aws_client
 
     state: dict[str, Any] = {}
     try:

@@ -17,6 +17,9 @@ import environ
 from corsheaders.defaults import default_headers
 from csp.constants import NONCE as CSP_NONCE
 
+# The order domain imports nothing of Django: its event names are safe to read here.
+from orders.domain import CORRECTED_EVENT_TYPE, NOTIFIED_EVENT_TYPES
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -226,7 +229,7 @@ REST_FRAMEWORK = {
     # One parsing path for every JSON body: size, UTF-8, depth (config/parsers.py).
     "DEFAULT_PARSER_CLASSES": ["config.parsers.JsonParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # Rate limits on the shared cache (access.throttling): every client's general budget, then
     # the budget of the route it calls (RATE_LIMIT_ROUTES). Rates are the RATE_LIMIT_* below.
@@ -455,22 +458,34 @@ SENDGRID_API_BASE = env.str(
     "SENDGRID_API_BASE", default="https://api.sendgrid.com" if PRODUCTION else "http://127.0.0.1:8425"
 )
 SENDGRID_FROM_EMAIL = env.str("SENDGRID_FROM_EMAIL", default="shop@example.com")
+# Ask SendGrid to validate the emails without sending them (its sandbox mode).
 SENDGRID_SANDBOX_MODE = env.bool("SENDGRID_SANDBOX_MODE", default=False)
+# Seconds one SendGrid API call may take.
+SENDGRID_TIMEOUT_SECONDS = env.float("SENDGRID_TIMEOUT_SECONDS", default=10.0)
 SHEETS_API_BASE = env.str(
     "SHEETS_API_BASE", default="https://sheets.googleapis.com" if PRODUCTION else "http://127.0.0.1:8426"
 )
+# The spreadsheet's id (from its URL) and the tab the order rows go to.
 SHEETS_SPREADSHEET_ID = env.str("SHEETS_SPREADSHEET_ID", default="demo-orders")
 SHEETS_WORKSHEET = env.str("SHEETS_WORKSHEET", default="Orders")
+# Seconds one Sheets API call may take (a batch of up to SHEETS_BATCH_ROWS rows).
+SHEETS_TIMEOUT_SECONDS = env.float("SHEETS_TIMEOUT_SECONDS", default=20.0)
 # Google's limit is 60 write requests a minute per service account; stay under it.
 SHEETS_MAX_WRITES_PER_MINUTE = env.int("SHEETS_MAX_WRITES_PER_MINUTE", default=50)
 # New rows wait at most this long (or until SHEETS_BATCH_ROWS are due) to share one append.
 SHEETS_FLUSH_SECONDS = env.float("SHEETS_FLUSH_SECONDS", default=2.0)
 SHEETS_BATCH_ROWS = env.int("SHEETS_BATCH_ROWS", default=500)
+# Every AWS client (core.aws): the endpoint (empty: real AWS; outside production the moto
+# stand-in) and the region. The keys are below.
 AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="" if PRODUCTION else "http://127.0.0.1:8427")
 AWS_REGION = env.str("AWS_REGION", default="us-east-1")
+# The topic order events are published to (created by `manage.py setup_aws`), by name or ARN
+# (empty: derived from the name, the region and the account).
 SNS_TOPIC_NAME = env.str("SNS_TOPIC_NAME", default="cis-order-events")
 SNS_TOPIC_ARN = env.str("SNS_TOPIC_ARN", default="")
+# A FIFO topic: deduplication by delivery key, ordering per order (the name gets ".fifo").
 SNS_FIFO = env.bool("SNS_FIFO", default=False)
+# The SQS queue `setup_aws` subscribes to the topic so a developer can read what was published.
 SNS_DEMO_QUEUE_NAME = env.str("SNS_DEMO_QUEUE_NAME", default="cis-order-events-demo")
 if PRODUCTION:
     SENDGRID_API_KEY = env.str("SENDGRID_API_KEY")
@@ -487,16 +502,11 @@ else:
 
 # Each integration: its adapter (a dotted path), the order events it acts on, and its retry
 # policy (exponential backoff with full jitter: base and cap in seconds, attempts before `dead`).
-ORDER_EVENTS = [
-    "order.paid",
-    "order.payment_failed",
-    "order.refunded",
-    "order.partially_refunded",
-    "order.cancelled",
-]
+# The customer is told of every change to a status of orders.domain.NOTIFIED_STATUSES.
+ORDER_EVENTS = list(NOTIFIED_EVENT_TYPES)
 # A status that followed money back (a refund that failed after it succeeded): the records follow
 # it, the customer's email does not.
-RECORD_EVENTS = [*ORDER_EVENTS, "order.corrected"]
+RECORD_EVENTS = [*ORDER_EVENTS, CORRECTED_EVENT_TYPE]
 INTEGRATIONS = {
     "email": {
         "adapter": "integrations.adapters.sendgrid.SendGridAdapter",
@@ -554,7 +564,9 @@ ALERT_DEDUP_SECONDS = env.int("ALERT_DEDUP_SECONDS", default=1800)
 ALERT_5XX_PER_MINUTE = env.int("ALERT_5XX_PER_MINUTE", default=10)
 # The synthetic probes' schedule (minutes between runs; 0: only by hand).
 PROBE_INTERVAL_MINUTES = env.int("PROBE_INTERVAL_MINUTES", default=5)
+# Seconds one probe call may take (Stripe's probe rounds it up to whole seconds).
 PROBE_TIMEOUT_SECONDS = env.float("PROBE_TIMEOUT_SECONDS", default=10.0)
+# The Sheets tab the probe writes its timestamp to (never the orders tab).
 SHEETS_HEALTH_WORKSHEET = env.str("SHEETS_HEALTH_WORKSHEET", default="_health")
 # CloudWatch (on AWS_ENDPOINT_URL: moto outside production). Logs are shipped in batches from a
 # background thread (watchtower); metrics with the buffered flush (PutMetricData).

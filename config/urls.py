@@ -6,7 +6,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from access.jwt_apis import LogoutApi, TokenObtainApi, TokenRefreshApi
-from config.exceptions import api_not_found
+from core.exceptions import api_not_found
 from monitoring.prometheus import prometheus_metrics
 from payments.webhooks import stripe_webhook
 
@@ -42,5 +42,5 @@ if settings.DEBUG:
 
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
 
-handler404 = "config.exceptions.handler404"
-handler500 = "config.exceptions.handler500"
+handler404 = "core.exceptions.handler404"
+handler500 = "core.exceptions.handler500"

@@ -12,10 +12,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.permissions import HasScopes
+from core.serializers import ErrorSerializer
 from integrations import services
 from integrations.models import Delivery, DeliveryState
 from orders import services as order_services
-from orders.serializers import ErrorSerializer
 
 
 class DeliveryOutputSerializer(serializers.Serializer):

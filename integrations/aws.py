@@ -1,18 +1,13 @@
-"""AWS clients and resources for the fan-out: one place that turns settings into boto3 clients.
+"""AWS resources of the fan-out: the SNS topics of order events and alerts, and their setup.
 
-Settings read (each with a default until `config/settings.py` defines it):
+Clients come from the one factory, `core.aws.aws_client` (endpoint, region, credentials and
+timeouts are decided there, with one attempt per call: the delivery ledger decides retries).
+The SNS settings read here:
 
-- `AWS_ENDPOINT_URL`: the stand-in (moto) outside production, ``http://127.0.0.1:8427``;
-  empty means real AWS. It is the only endpoint source: endpoints from the environment or an
-  AWS config file are ignored, so settings and clients never disagree.
-- `AWS_REGION` (``us-east-1``), `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (``testing``
-  outside production; in production, empty means boto3's own chain: role, profile...).
-- `SNS_TOPIC_NAME` (``cis-order-events``), `SNS_TOPIC_ARN` (optional; otherwise built from the
-  name, the region and the caller's account), `SNS_FIFO` (the topic name gets ``.fifo``),
-  `SNS_DEMO_QUEUE_NAME` (``cis-order-events-demo``): the SQS queue `aws_setup` subscribes so a
-  developer can read what was published.
-
-Clients make one attempt per call with short timeouts: the delivery ledger decides retries.
+- `SNS_TOPIC_NAME`, `SNS_TOPIC_ARN` (optional; otherwise built from the name, the region and
+  the caller's account), `SNS_FIFO` (the topic name gets ``.fifo``), `SNS_DEMO_QUEUE_NAME`: the
+  SQS queue `aws_setup` subscribes so a developer can read what was published.
+- `ALERTS_SNS_TOPIC_NAME` / `ALERTS_SNS_TOPIC_ARN`: the operators' alerts topic.
 """
 
 from __future__ import annotations
@@ -23,88 +18,40 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from django.conf import settings
+
+from core.aws import AwsEndpoint, aws_client, aws_partition
+from core.aws import aws_clear_caches as clear_client_caches
 
 logger = logging.getLogger(__name__)
 
-LOCAL_ENDPOINT_URL = "http://127.0.0.1:8427"
-CONNECT_TIMEOUT_SECONDS = 5
-READ_TIMEOUT_SECONDS = 5
 FIFO_SUFFIX = ".fifo"
 
 
 @dataclass(frozen=True, slots=True)
-class AwsConfig:
-    """The AWS settings in force, read afresh on each call (tests override them)."""
+class SnsConfig:
+    """The SNS settings in force, read afresh on each call (tests override them)."""
 
-    endpoint_url: str
-    region: str
-    access_key_id: str
-    secret_access_key: str
     topic_name: str
     topic_arn: str
     fifo: bool
     demo_queue_name: str
 
     @classmethod
-    def from_settings(cls) -> AwsConfig:
-        production = bool(getattr(settings, "PRODUCTION", False))
-        local_default = "" if production else "testing"
-        fifo = bool(getattr(settings, "SNS_FIFO", False))
-        topic_arn = getattr(settings, "SNS_TOPIC_ARN", "") or ""
-        topic_name = topic_arn.rsplit(":", 1)[-1] if topic_arn else getattr(settings, "SNS_TOPIC_NAME", "")
+    def from_settings(cls) -> SnsConfig:
+        fifo = settings.SNS_FIFO
+        topic_arn = settings.SNS_TOPIC_ARN
+        topic_name = topic_arn.rsplit(":", 1)[-1] if topic_arn else settings.SNS_TOPIC_NAME
         return cls(
-            endpoint_url=getattr(settings, "AWS_ENDPOINT_URL", "" if production else LOCAL_ENDPOINT_URL)
-            or "",
-            region=getattr(settings, "AWS_REGION", "") or "us-east-1",
-            access_key_id=getattr(settings, "AWS_ACCESS_KEY_ID", local_default) or "",
-            secret_access_key=getattr(settings, "AWS_SECRET_ACCESS_KEY", local_default) or "",
-            topic_name=_with_fifo_suffix(topic_name or "cis-order-events", fifo),
+            topic_name=_with_fifo_suffix(topic_name, fifo),
             topic_arn=topic_arn,
             fifo=fifo,
-            demo_queue_name=_with_fifo_suffix(
-                getattr(settings, "SNS_DEMO_QUEUE_NAME", "") or "cis-order-events-demo", fifo
-            ),
+            demo_queue_name=_with_fifo_suffix(settings.SNS_DEMO_QUEUE_NAME, fifo),
         )
 
 
 def _with_fifo_suffix(name: str, fifo: bool) -> str:
     return f"{name}{FIFO_SUFFIX}" if fifo and not name.endswith(FIFO_SUFFIX) else name
-
-
-def aws_client(service: str) -> Any:
-    """A boto3 client for `service` ("sns", "sqs", "sts", ...) built from the settings.
-
-    Cached per (service, endpoint, region, credentials): boto3 clients are thread-safe, and
-    building one costs milliseconds of CPU.
-    """
-    config = AwsConfig.from_settings()
-    return _client(
-        service, config.endpoint_url, config.region, config.access_key_id, config.secret_access_key
-    )
-
-
-@functools.lru_cache(maxsize=32)
-def _client(service: str, endpoint_url: str, region: str, access_key_id: str, secret_access_key: str) -> Any:
-    kwargs: dict[str, Any] = {
-        "region_name": region,
-        "config": Config(
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            read_timeout=READ_TIMEOUT_SECONDS,
-            # One attempt, no retry ("max_attempts" would mean one *retry* in botocore's config).
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            ignore_configured_endpoint_urls=True,
-        ),
-    }
-    if endpoint_url:
-        kwargs["endpoint_url"] = endpoint_url
-    if access_key_id and secret_access_key:
-        kwargs["aws_access_key_id"] = access_key_id
-        kwargs["aws_secret_access_key"] = secret_access_key
-    # A session of its own: boto3's default session is not thread-safe to create clients from.
-    return boto3.session.Session().client(service, **kwargs)
 
 
 def sns_topic_arn() -> str:
@@ -114,28 +61,22 @@ def sns_topic_arn() -> str:
     account from STS GetCallerIdentity (which needs no permission). A missing topic then shows as
     NotFound on publish, a permanent error, instead of being created behind the operator's back.
     """
-    config = AwsConfig.from_settings()
+    config = SnsConfig.from_settings()
     if config.topic_arn:
         return config.topic_arn
-    return _derived_topic_arn(
-        config.endpoint_url, config.region, config.access_key_id, config.secret_access_key, config.topic_name
-    )
+    return _derived_topic_arn(AwsEndpoint.from_settings(), config.topic_name)
 
 
 @functools.lru_cache(maxsize=32)
-def _derived_topic_arn(
-    endpoint_url: str, region: str, access_key_id: str, secret_access_key: str, topic_name: str
-) -> str:
-    account = _client("sts", endpoint_url, region, access_key_id, secret_access_key).get_caller_identity()[
-        "Account"
-    ]
-    partition = boto3.session.Session().get_partition_for_region(region)
-    return f"arn:{partition}:sns:{region}:{account}:{topic_name}"
+def _derived_topic_arn(endpoint: AwsEndpoint, topic_name: str) -> str:
+    # `endpoint` is what `aws_client` reads from the settings now: the cache key of the answer.
+    account = aws_client("sts").get_caller_identity()["Account"]
+    return f"arn:{aws_partition(endpoint.region)}:sns:{endpoint.region}:{account}:{topic_name}"
 
 
 def aws_clear_caches() -> None:
     """Forget cached clients and topic ARNs (tests, or after credentials rotate)."""
-    _client.cache_clear()
+    clear_client_caches()
     _derived_topic_arn.cache_clear()
 
 
@@ -148,7 +89,7 @@ def aws_setup(*, demo_queue: bool) -> dict[str, Any]:
     its policy lets only this topic send to it. Running it again changes nothing and answers the
     same ARNs.
     """
-    config = AwsConfig.from_settings()
+    config = SnsConfig.from_settings()
     sns = aws_client("sns")
     topic_attributes = {"FifoTopic": "true", "ContentBasedDeduplication": "false"} if config.fifo else {}
     topic_arn = sns.create_topic(Name=config.topic_name, Attributes=topic_attributes)["TopicArn"]
@@ -156,7 +97,7 @@ def aws_setup(*, demo_queue: bool) -> dict[str, Any]:
         logger.warning("SNS_TOPIC_ARN is %s but the topic created is %s", config.topic_arn, topic_arn)
     result: dict[str, Any] = {"topic_arn": topic_arn, "fifo": config.fifo}
     # CloudWatch Logs' group for the application's lines (monitoring.logs), when it ships them.
-    if getattr(settings, "CLOUDWATCH_LOGS_ENABLED", False):
+    if settings.CLOUDWATCH_LOGS_ENABLED:
         from integrations.cloudwatch import ensure_log_group
 
         ensure_log_group(settings.CLOUDWATCH_LOG_GROUP)
@@ -176,23 +117,16 @@ def aws_setup(*, demo_queue: bool) -> dict[str, Any]:
 
 
 def alerts_topic_name() -> str:
-    arn = getattr(settings, "ALERTS_SNS_TOPIC_ARN", "") or ""
-    return arn.rsplit(":", 1)[-1] if arn else getattr(settings, "ALERTS_SNS_TOPIC_NAME", "cis-ops-alerts")
+    arn = settings.ALERTS_SNS_TOPIC_ARN
+    return arn.rsplit(":", 1)[-1] if arn else settings.ALERTS_SNS_TOPIC_NAME
 
 
 def alerts_topic_arn() -> str:
     """The operators' alerts topic: ALERTS_SNS_TOPIC_ARN, or derived like `sns_topic_arn`."""
-    arn = getattr(settings, "ALERTS_SNS_TOPIC_ARN", "") or ""
+    arn = settings.ALERTS_SNS_TOPIC_ARN
     if arn:
         return arn
-    config = AwsConfig.from_settings()
-    return _derived_topic_arn(
-        config.endpoint_url,
-        config.region,
-        config.access_key_id,
-        config.secret_access_key,
-        alerts_topic_name(),
-    )
+    return _derived_topic_arn(AwsEndpoint.from_settings(), alerts_topic_name())
 
 
 def _demo_queue_setup(*, queue_name: str, topic_arn: str, fifo: bool) -> dict[str, str]:

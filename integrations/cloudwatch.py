@@ -5,7 +5,7 @@
   dropped with a warning (watchtower's), never raised into the code that logged.
 - `put_metric_data()`: PutMetricData in batches.
 
-Both use the AWS settings of `integrations.aws` (moto outside production). Which lines and which
+Both use the AWS settings of `core.aws` (moto outside production). Which lines and which
 figures go is monitoring's business (`monitoring.logs`, `monitoring.cloudwatch`).
 """
 
@@ -18,7 +18,7 @@ import socket
 import sys
 from typing import Any
 
-from integrations.aws import aws_client
+from core.aws import aws_client
 
 logger = logging.getLogger(__name__)
 

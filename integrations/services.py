@@ -33,6 +33,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from core.errors import ApplicationError
 from integrations.adapters.base import DeliveryError, DeliveryOutcome, DeliveryRequest, IntegrationAdapter
 from integrations.models import CLAIMABLE_STATES, Delivery, DeliveryState
 from integrations.resilience import (
@@ -44,7 +45,7 @@ from integrations.resilience import (
     shared_cache,
     shared_lock,
 )
-from orders.domain import Actor, OrderError
+from orders.domain import Actor
 from orders.repositories import OrderRepository, get_order_repository
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,11 @@ RELAY_BATCH = 500
 DISPATCH_BUDGET_SECONDS = 20.0
 
 
-class DeliveryNotRetryable(OrderError):
-    pass
+class DeliveryNotRetryable(ApplicationError):
+    """A retry or resend asked of a delivery that cannot have one (not dead, no email to resend)."""
+
+    http_status = 409
+    code = "not_retryable"
 
 
 # --- configuration --------------------------------------------------------------------------

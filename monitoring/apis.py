@@ -11,11 +11,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.permissions import HasScopes
+from core.serializers import ErrorSerializer
 from monitoring import selectors
 from monitoring.models import ErrorSource
 from monitoring.permissions import CanReadMonitoring
 from monitoring.scrub import scrub_value
-from orders.serializers import ErrorSerializer
 
 HEALTH_STATUSES = ["ok", "degraded", "unavailable"]
 

@@ -39,8 +39,7 @@ ERROR_LIMIT = 2000
 
 def probe_names() -> list[str]:
     """The probes in force now: each configured integration of PROBES, then "stripe"."""
-    integrations = getattr(settings, "INTEGRATIONS", {})
-    return [name for name in PROBES if name == "stripe" or name in integrations]
+    return [name for name in PROBES if name == "stripe" or name in settings.INTEGRATIONS]
 
 
 def _probe_call(name: str) -> Callable[[], str]:

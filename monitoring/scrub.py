@@ -35,8 +35,8 @@ _cache: dict[tuple[str, ...], list[str]] = {}
 
 def _secrets() -> list[str]:
     values = (
-        *tuple(str(getattr(settings, name, "") or "") for name in SECRET_SETTINGS),
-        str(getattr(settings, "SIMPLE_JWT", {}).get("SIGNING_KEY", "") or ""),
+        *tuple(str(getattr(settings, name) or "") for name in SECRET_SETTINGS),
+        str(settings.SIMPLE_JWT["SIGNING_KEY"] or ""),
         _service_account_key(),
     )
     found = _cache.get(values)
@@ -50,7 +50,7 @@ def _secrets() -> list[str]:
 
 
 def _service_account_key() -> str:
-    raw = getattr(settings, "GOOGLE_SERVICE_ACCOUNT_JSON", "") or ""
+    raw = settings.GOOGLE_SERVICE_ACCOUNT_JSON
     if not raw:
         return ""
     try:

@@ -100,7 +100,8 @@ def alert_raise(*, subject: str, kind: str, message: str) -> Alert | None:
 
 def alert_publish(alert_id: int) -> bool:
     """Publish one stored alert to the alerts topic (once: a published alert is left alone)."""
-    from integrations.aws import alerts_topic_arn, aws_client
+    from core.aws import aws_client
+    from integrations.aws import alerts_topic_arn
 
     alert = Alert.objects.filter(id=alert_id, published_at__isnull=True).first()
     if alert is None:

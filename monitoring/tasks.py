@@ -23,7 +23,7 @@ SCHEDULE_SLACK = timedelta(minutes=1)
 
 
 def probe_all() -> str:
-    interval = int(getattr(settings, "PROBE_INTERVAL_MINUTES", 5))
+    interval = settings.PROBE_INTERVAL_MINUTES
     if interval <= 0:
         return "probes are off (PROBE_INTERVAL_MINUTES = 0): run `manage.py probe` by hand"
     last = ProbeResult.objects.filter(trigger="schedule").values_list("at", flat=True).first()

@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from core.errors import ApplicationError
 from integrations import services as integration_services
 from integrations.models import CircuitState, Delivery, DeliveryState
 from monitoring import probes, selectors
@@ -31,7 +32,7 @@ from monitoring.models import ErrorSource
 from monitoring.permissions import can_read_monitoring
 from monitoring.probes import probe_names
 from orders import services as order_services
-from orders.domain import OrderError, OrderNotFound
+from orders.domain import OrderNotFound
 
 # How the page names each integration and probe.
 TITLES = {"email": "Email (SendGrid)", "sheets": "Google Sheets", "sns": "Amazon SNS", "stripe": "Stripe"}
@@ -362,7 +363,7 @@ def delivery_retry(request: HttpRequest, delivery_id: uuid.UUID) -> HttpResponse
         delivery = integration_services.delivery_retry(delivery_id=delivery_id, actor=actor)
     except Delivery.DoesNotExist as exc:
         raise Http404("No such delivery.") from exc
-    except OrderError as exc:
+    except ApplicationError as exc:
         messages.warning(request, exc.message)
     else:
         messages.success(

@@ -16,11 +16,11 @@ from rest_framework.views import APIView
 
 from access.permissions import HasScopes
 from access.throttling import client_address
+from core.serializers import ErrorSerializer
 from orders import selectors, services
 from orders.domain import IllegalTransition, Order, OrderStatus, ShippingAddress, can_transition
 from orders.repositories import get_order_repository
 from orders.serializers import (
-    ErrorSerializer,
     OrderCreateInputSerializer,
     OrderDetailOutputSerializer,
     OrderListQuerySerializer,

@@ -1,7 +1,8 @@
 """The order domain: plain dataclasses, the status state machine and the domain errors.
 
 Nothing here imports Django's ORM: orders are stored through an `OrderRepository` adapter (the
-ORM by default, DynamoDB later), and every adapter reads and writes these types.
+ORM by default, DynamoDB later), and every adapter reads and writes these types. Nothing here
+imports Django at all: `config/settings.py` derives its order events from this module.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from core.errors import ApplicationError
 
 
 def utcnow() -> datetime:
@@ -78,6 +81,18 @@ NOTIFIED_STATUSES = frozenset(
 )
 
 
+def status_event_type(status: OrderStatus) -> str:
+    """The outbox event type of a change to `status`: "order.paid", ..."""
+    return f"order.{status}"
+
+
+# The outbox event types: one per notified status (in the statuses' order), and a correction.
+NOTIFIED_EVENT_TYPES = tuple(
+    status_event_type(status) for status in OrderStatus if status in NOTIFIED_STATUSES
+)
+CORRECTED_EVENT_TYPE = "order.corrected"
+
+
 def can_transition(from_status: OrderStatus, to_status: OrderStatus) -> bool:
     return to_status in TRANSITIONS[from_status]
 
@@ -102,21 +117,24 @@ class EventType(enum.StrEnum):
 
 
 # --- Errors ---------------------------------------------------------------------------------
-class OrderError(Exception):
+# Each says the HTTP status and code it becomes in the API (core.exceptions).
+class OrderError(ApplicationError):
     """Base of every error the order domain raises on purpose."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class OrderNotFound(OrderError):
+    http_status = 404
+    code = "not_found"
+
     def __init__(self, order_id: uuid.UUID | str) -> None:
         super().__init__(f"Order {order_id} was not found.")
         self.order_id = order_id
 
 
 class IllegalTransition(OrderError):
+    http_status = 409
+    code = "illegal_transition"
+
     def __init__(self, from_status: OrderStatus, to_status: OrderStatus) -> None:
         allowed = ", ".join(sorted(TRANSITIONS[from_status])) or "none (it is final)"
         super().__init__(f"An order that is {from_status} cannot become {to_status}; allowed: {allowed}.")
@@ -125,6 +143,9 @@ class IllegalTransition(OrderError):
 
 
 class ConcurrentUpdate(OrderError):
+    http_status = 409
+    code = "concurrent_update"
+
     def __init__(self, order_id: uuid.UUID, expected_version: int) -> None:
         super().__init__(
             f"Order {order_id} was changed by someone else (expected version {expected_version})."
@@ -137,13 +158,22 @@ class ConcurrentUpdate(OrderError):
 class DuplicateOrder(OrderError):
     """The repository already holds an order with this id or idempotency key."""
 
+    http_status = 409
+    code = "conflict"
+
 
 class IdempotencyConflict(OrderError):
     """The Idempotency-Key was used before with a different request."""
 
+    http_status = 422
+    code = "idempotency_conflict"
+
 
 class OrderValidationError(OrderError):
     """Input that is well formed but not acceptable; `fields` maps field names to messages."""
+
+    http_status = 400
+    code = "invalid"
 
     def __init__(self, fields: dict[str, Any], message: str = "Invalid input.") -> None:
         super().__init__(message)
@@ -151,12 +181,16 @@ class OrderValidationError(OrderError):
 
 
 class OrderNotEditable(OrderError):
-    pass
+    http_status = 409
+    code = "not_editable"
 
 
 class HoldLimitExceeded(OrderError):
     """An anonymous client already holds, in unpaid orders, as many units as it may
     (`ORDER_ANON_HOLD_MAX_UNITS` per source address): stock no one pays for is stock no one can buy."""
+
+    http_status = 409
+    code = "hold_limit_exceeded"
 
     def __init__(self, message: str, *, held: int, limit: int) -> None:
         super().__init__(message)

@@ -175,11 +175,3 @@ class ProductOutputSerializer(serializers.Serializer):
 
     def get_image(self, product: Any) -> str | None:
         return product.image.url if product.image else None
-
-
-class ErrorSerializer(serializers.Serializer):
-    """The body of every error response."""
-
-    code = serializers.CharField()
-    message = serializers.CharField()
-    fields = serializers.DictField(required=False, help_text="Field name → list of messages.")

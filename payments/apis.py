@@ -9,10 +9,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.permissions import HasScopes
+from core.serializers import ErrorSerializer
 from orders import selectors as order_selectors
 from orders import services as order_services
 from orders.repositories import get_order_repository
-from orders.serializers import ErrorSerializer
 from payments import selectors, services
 from payments.models import PaymentStatus
 from payments.serializers import (

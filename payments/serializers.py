@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from core.serializers import ErrorSerializer
 from payments.models import PaymentStatus, RefundStatus
 from payments.selectors import refunded_minor
 
@@ -62,7 +63,7 @@ class PaymentOutputSerializer(serializers.Serializer):
         return refunded_minor(payment)
 
 
-class PaymentErrorSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
+class PaymentErrorSerializer(ErrorSerializer):
+    """The error body of a declined payment, with the failed attempt."""
+
     payment = PaymentOutputSerializer()

@@ -143,7 +143,7 @@ def _refused(payment: Payment, exc: GatewayRequestRefused) -> IntentResult:
         amount_minor=payment.amount_minor,
         amount_received_minor=0,
         currency=payment.currency,
-        error_code=exc.code or "refused",
+        error_code=exc.provider_code or "refused",
         error_message=str(exc),
     )
 

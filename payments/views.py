@@ -37,14 +37,13 @@ from orders import selectors as order_selectors
 from orders import services as order_services
 from orders.domain import Actor, Order, OrderError, OrderNotFound, OrderStatus
 from orders.repositories import get_order_repository
+from orders.views import GUEST_ORDERS
 from payments import selectors, services
 from payments.gateways.base import GatewayError, GatewayRequestRefused
 from payments.models import Payment, PaymentStatus
 
 logger = logging.getLogger(__name__)
 
-# The session list of the orders this browser placed as a guest (see orders.views.GUEST_ORDERS).
-GUEST_ORDERS = "guest_orders"
 # A Stripe PaymentMethod id: the only thing about a card this server accepts.
 PAYMENT_METHOD_ID = re.compile(r"pm_[A-Za-z0-9_]{1,250}")
 MAX_BODY_BYTES = 4096

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from integrations.aws import aws_client
+from core.aws import aws_client
 
 
 def drain(queue_url: str) -> list[dict[str, Any]]:

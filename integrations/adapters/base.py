@@ -21,8 +21,6 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from django.conf import settings
 
-DEFAULT_PROBE_TIMEOUT_SECONDS = 10.0
-
 
 @dataclass(frozen=True, slots=True)
 class DeliveryRequest:
@@ -101,8 +99,8 @@ class ProbeFailed(Exception):
 
 
 def probe_timeout_seconds() -> float:
-    """Seconds a probe's call may take: PROBE_TIMEOUT_SECONDS (10 when unset)."""
-    return float(getattr(settings, "PROBE_TIMEOUT_SECONDS", DEFAULT_PROBE_TIMEOUT_SECONDS))
+    """Seconds a probe's call may take: PROBE_TIMEOUT_SECONDS."""
+    return float(settings.PROBE_TIMEOUT_SECONDS)
 
 
 @runtime_checkable

@@ -27,8 +27,9 @@ from botocore import exceptions as botocore_exceptions
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
+from core.aws import aws_client
 from integrations.adapters.base import DeliveryError, DeliveryOutcome, DeliveryRequest, ProbeFailed
-from integrations.aws import AwsConfig, aws_client, sns_topic_arn
+from integrations.aws import SnsConfig, sns_topic_arn
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ class SnsAdapter:
             error, backoff = classify_error(exc)
             return _failed(requests, error, backoff)
 
-        fifo = AwsConfig.from_settings().fifo or topic_arn.endswith(".fifo")
+        fifo = SnsConfig.from_settings().fifo or topic_arn.endswith(".fifo")
         outcomes: list[DeliveryOutcome] = []
         messages: list[_Message] = []
         for request in requests:
@@ -219,11 +220,11 @@ class SnsAdapter:
     def probe(self) -> str:
         """Publish one message marked `probe` = "true" (and event_type "monitoring.probe") to the
         order-events topic. The client's own timeouts (5 s to connect, 5 s to read, one attempt;
-        see `integrations.aws`) bound it."""
+        see `core.aws`) bound it."""
         try:
             topic_arn = self._topic_arn or sns_topic_arn()
             client = aws_client("sns")
-            fifo = AwsConfig.from_settings().fifo or topic_arn.endswith(".fifo")
+            fifo = SnsConfig.from_settings().fifo or topic_arn.endswith(".fifo")
             probe_id = uuid.uuid4().hex
             fields: dict[str, Any] = {
                 "Message": json.dumps(

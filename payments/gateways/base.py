@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from core.errors import ApplicationError
+
 
 class IntentStatus:
     """A PaymentIntent's status, as Stripe names it."""
@@ -116,25 +118,38 @@ class WebhookEventData:
     charge: ChargeResult | None = None
 
 
-class GatewayError(Exception):
+class GatewayError(ApplicationError):
     """The provider could not be reached or failed (network, 5xx, rate limit): try again later."""
+
+    http_status = 503
+    code = "payment_provider_unavailable"
 
 
 class InvalidWebhook(Exception):
     """The webhook's signature or timestamp did not verify; the message says which, never the secret."""
 
 
-class GatewayRequestRefused(Exception):
-    """The provider refused the request as invalid (a 4xx other than a decline)."""
+class GatewayRequestRefused(ApplicationError):
+    """The provider refused the request as invalid (a 4xx other than a decline).
 
-    def __init__(self, message: str, *, code: str = "") -> None:
+    `provider_code` is the provider's own error code (Stripe's `resource_missing`, ...); `code`
+    is the API's, as for every application error.
+    """
+
+    http_status = 400
+    code = "payment_refused"
+
+    def __init__(self, message: str, *, provider_code: str = "") -> None:
         super().__init__(message)
-        self.code = code
+        self.provider_code = provider_code
 
 
 class GatewayConflict(GatewayRequestRefused):
     """The provider refused to run a request whose idempotency key it saw with other parameters,
     or that is still running under the same key: the first request's outcome stands."""
+
+    http_status = 409
+    code = "idempotency_conflict"
 
 
 @runtime_checkable

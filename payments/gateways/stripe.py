@@ -55,19 +55,23 @@ def _translated_errors() -> Iterator[None]:
     except stripe.APIError as exc:
         raise GatewayError(f"Stripe failed (HTTP {exc.http_status}): {exc.user_message or exc}") from exc
     except stripe.IdempotencyError as exc:
-        raise GatewayConflict(exc.user_message or str(exc), code="idempotency_error") from exc
+        raise GatewayConflict(exc.user_message or str(exc), provider_code="idempotency_error") from exc
     except (stripe.AuthenticationError, stripe.PermissionError) as exc:
         raise GatewayRequestRefused(
-            "Stripe refused our credentials; check STRIPE_SECRET_KEY.", code="auth"
+            "Stripe refused our credentials; check STRIPE_SECRET_KEY.", provider_code="auth"
         ) from exc
     except stripe.InvalidRequestError as exc:
-        raise GatewayRequestRefused(exc.user_message or str(exc), code=exc.code or "invalid_request") from exc
+        raise GatewayRequestRefused(
+            exc.user_message or str(exc), provider_code=exc.code or "invalid_request"
+        ) from exc
     except stripe.StripeError as exc:
         # A card error outside a confirm, or a class newer than this list: a refusal with
         # Stripe's code, or a failure if Stripe answered 5xx.
         if exc.http_status is None or exc.http_status >= 500:
             raise GatewayError(f"Stripe failed (HTTP {exc.http_status}): {exc.user_message or exc}") from exc
-        raise GatewayRequestRefused(exc.user_message or str(exc), code=exc.code or "refused") from exc
+        raise GatewayRequestRefused(
+            exc.user_message or str(exc), provider_code=exc.code or "refused"
+        ) from exc
 
 
 def _plain(value: Any) -> dict[str, Any]:
@@ -228,7 +232,7 @@ class StripeGateway:
     def probe(self) -> str:
         """Read the account's balance (GET /v1/balance): proves the key and the connection and
         changes nothing. Bounded by PROBE_TIMEOUT_SECONDS (whole seconds, at least one)."""
-        timeout = max(1, math.ceil(float(getattr(settings, "PROBE_TIMEOUT_SECONDS", 10))))
+        timeout = max(1, math.ceil(settings.PROBE_TIMEOUT_SECONDS))
         client = _client(settings.STRIPE_SECRET_KEY, settings.STRIPE_API_BASE, timeout)
         with _translated_errors():
             balance = _plain(client.v1.balance.retrieve())

@@ -231,7 +231,7 @@ def stack(
 # --- reading the sinks --------------------------------------------------------------------------
 def sqs_messages(queue_url: str) -> list[dict[str, Any]]:
     """Every message in the (FIFO) demo queue, each received once and deleted."""
-    from integrations.aws import aws_client
+    from core.aws import aws_client
 
     sqs = aws_client("sqs")
     bodies: list[dict[str, Any]] = []

@@ -17,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from django.core.management import call_command
 
+from core.aws import aws_client
 from integrations.adapters.base import DeliveryRequest, IntegrationAdapter
 from integrations.adapters.sns import (
     THROTTLE_BACKOFF_SECONDS,
@@ -24,7 +25,7 @@ from integrations.adapters.sns import (
     classify_error,
     fifo_deduplication_id,
 )
-from integrations.aws import aws_client, aws_setup
+from integrations.aws import aws_setup
 from tests.polling import eventually
 
 EVENT_TYPES = [

@@ -13,7 +13,7 @@ import pytest
 import watchtower
 from rest_framework.test import APIClient
 
-from integrations.aws import aws_client
+from core.aws import aws_client
 from monitoring import context
 from monitoring.logs import ConsoleFormatter, ContextFilter, JsonFormatter, cloudwatch_handler
 from tests.polling import eventually

@@ -19,7 +19,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from integrations.aws import aws_client
+from core.aws import aws_client
 from integrations.services import deliveries_dispatch
 from monitoring.logs import ContextFilter, JsonFormatter
 from monitoring.models import Alert, ErrorRecord

@@ -118,7 +118,7 @@ class TestIdempotency:
         gateway.create_intent(intent_request(order, key="k1"))
         with pytest.raises(GatewayConflict) as refused:
             gateway.create_intent(intent_request(order, key="k1", payment_method="pm_card_mastercard"))
-        assert refused.value.code == "idempotency_error"
+        assert refused.value.provider_code == "idempotency_error"
 
     @pytest.mark.parametrize(
         ("error", "expected", "code"),
@@ -160,7 +160,7 @@ class TestIdempotency:
             raise error
         assert type(raised.value) is expected
         if code is not None:
-            assert raised.value.code == code  # type: ignore[attr-defined]
+            assert raised.value.provider_code == code  # type: ignore[attr-defined]
 
 
 class TestReconciliation:

@@ -17,10 +17,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.test import override_settings
 
-from integrations.aws import LOCAL_ENDPOINT_URL, AwsConfig, aws_setup
+from integrations.aws import aws_setup
 from integrations.sandbox.moto_server import SerialMotoServer
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+# AWS_ENDPOINT_URL's default outside production (config/settings.py).
+LOCAL_ENDPOINT_URL = "http://127.0.0.1:8427"
 
 
 class Command(BaseCommand):
@@ -35,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--verbose-requests", action="store_true", help="log every request moto serves")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        endpoint = urlparse(AwsConfig.from_settings().endpoint_url or "")
+        endpoint = urlparse(settings.AWS_ENDPOINT_URL)
         if endpoint.hostname not in LOCAL_HOSTS:
             raise CommandError(
                 f"AWS_ENDPOINT_URL is {endpoint.geturl() or 'empty (real AWS)'}, not a local stand-in "

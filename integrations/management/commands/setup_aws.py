@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--demo-queue",
             action=argparse.BooleanOptionalAction,
-            default=not getattr(settings, "PRODUCTION", False),
+            default=not settings.PRODUCTION,
             help="also create the SQS queue SNS_DEMO_QUEUE_NAME subscribed to the topic "
             "(default: on outside production)",
         )

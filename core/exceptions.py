@@ -1,55 +1,31 @@
 """One place that turns errors into HTTP answers, for the API and for unknown /api/ URLs.
 
-Every error body has the same shape: `{"code": ..., "message": ..., "fields": {...}}`, with
-`fields` only for invalid input.
+Every error body has the same shape (`core.serializers.ErrorSerializer`): `{"code": ...,
+"message": ..., "fields": {...}}`, with `fields` only for invalid input. An `ApplicationError`
+says its own status and code, so this module knows no app.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found, server_error
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from integrations.services import DeliveryNotRetryable
-from orders import domain
-from payments import services as payments
-from payments.gateways.base import GatewayConflict, GatewayError, GatewayRequestRefused
-
-logger = logging.getLogger(__name__)
-
-# Domain errors and the HTTP status and code each becomes; the first match wins.
-DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
-    (DeliveryNotRetryable, status.HTTP_409_CONFLICT, "not_retryable"),
-    (payments.RefundRefused, status.HTTP_400_BAD_REQUEST, "invalid"),
-    (payments.PaymentNotAllowed, status.HTTP_409_CONFLICT, "payment_not_allowed"),
-    (payments.PaymentInProgress, status.HTTP_409_CONFLICT, "payment_in_progress"),
-    (payments.PaymentConflict, status.HTTP_409_CONFLICT, "idempotency_conflict"),
-    (GatewayConflict, status.HTTP_409_CONFLICT, "idempotency_conflict"),
-    (GatewayRequestRefused, status.HTTP_400_BAD_REQUEST, "payment_refused"),
-    (GatewayError, status.HTTP_503_SERVICE_UNAVAILABLE, "payment_provider_unavailable"),
-    (domain.OrderValidationError, status.HTTP_400_BAD_REQUEST, "invalid"),
-    (domain.OrderNotFound, status.HTTP_404_NOT_FOUND, "not_found"),
-    (domain.IllegalTransition, status.HTTP_409_CONFLICT, "illegal_transition"),
-    (domain.ConcurrentUpdate, status.HTTP_409_CONFLICT, "concurrent_update"),
-    (domain.OrderNotEditable, status.HTTP_409_CONFLICT, "not_editable"),
-    (domain.HoldLimitExceeded, status.HTTP_409_CONFLICT, "hold_limit_exceeded"),
-    (domain.IdempotencyConflict, status.HTTP_422_UNPROCESSABLE_ENTITY, "idempotency_conflict"),
-]
+from core.errors import ApplicationError
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    for error_class, http_status, code in DOMAIN_ERRORS:
-        if isinstance(exc, error_class):
-            body: dict[str, Any] = {"code": code, "message": str(exc)}
-            if isinstance(exc, domain.OrderValidationError | payments.RefundRefused):
-                body["fields"] = exc.fields
-            return Response(body, status=http_status)
+    """REST_FRAMEWORK's EXCEPTION_HANDLER: application errors, then DRF's own, in the one shape."""
+    if isinstance(exc, ApplicationError):
+        body: dict[str, Any] = {"code": exc.code, "message": str(exc)}
+        if exc.fields is not None:
+            body["fields"] = exc.fields
+        return Response(body, status=exc.http_status)
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
