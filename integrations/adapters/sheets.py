@@ -19,7 +19,7 @@ Columns: order id, created date, customer ("name <email>"), items ("2x Mug, 1x T
 ("29.00"), currency, status, payment id, and the order version the row shows.
 
 Settings: SHEETS_API_BASE (https://sheets.googleapis.com in production; another base, such as a
-local stand-in, receives every Google API call the client makes), SHEETS_SPREADSHEET_ID,
+local stand-in, receives the Sheets and Drive calls gspread makes), SHEETS_SPREADSHEET_ID,
 SHEETS_WORKSHEET, GOOGLE_SERVICE_ACCOUNT_JSON (the key file's JSON, whose token_uri says where
 tokens come from; required), SHEETS_TIMEOUT_SECONDS, SHEETS_HEALTH_WORKSHEET.
 """
