@@ -18,6 +18,8 @@ RUN groupadd --system app \
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
+# The product only: .dockerignore leaves out the stand-ins (sandbox/, whose app production settings
+# do not install), the tests and the benchmarks.
 COPY . .
 
 # Static files are collected (hashed and compressed for WhiteNoise) at build time. Production

@@ -16,15 +16,15 @@ Backends, each in a fresh process of its own (Django's settings are read once pe
 - ``sqlite``: the ORM repository on a temporary SQLite file, migrated;
 - ``postgres``: the ORM repository on a throwaway database ``cis_bench_repo_<random>`` created
   through --postgres-url (whose database must exist) and dropped at the end;
-- ``dynamodb``: the DynamoDB repository on moto (a ThreadedMotoServer inside the benchmark's
-  process, so the server shares its GIL); the catalog (products, stock) stays in a temporary
-  SQLite file, as it does in the app. moto's TransactWriteItems deep-copies the whole table once
-  per action (its rollback), so every write costs time in proportion to the table: past about
-  150 orders a write takes seconds (and full garbage collections of those copies stall the
-  process), the adapter's 5 s read timeout fires, botocore retries and moto, which ignores
-  ClientRequestToken, turns the retry into a false conflict or an HTTP 500. So moto runs
-  --moto-orders orders (100 by default), whatever --orders says: its request counts hold at any
-  size, its latencies are moto's and not DynamoDB's;
+- ``dynamodb``: the DynamoDB repository on moto (sandbox/moto.py's server, one request at a
+  time, inside the benchmark's process, so the server shares its GIL); the catalog (products,
+  stock) stays in a temporary SQLite file, as it does in the app. moto's TransactWriteItems
+  deep-copies the whole table once per action (its rollback), so every write costs time in
+  proportion to the table: past about 150 orders a write takes seconds (and full garbage
+  collections of those copies stall the process), the adapter's 5 s read timeout fires, botocore
+  retries and moto, which ignores ClientRequestToken, turns the retry into a false conflict or
+  an HTTP 500. So moto runs --moto-orders orders (100 by default), whatever --orders says: its
+  request counts hold at any size, its latencies are moto's and not DynamoDB's;
 - ``dynamodb-local``: the DynamoDB repository on DynamoDB Local 1.25 (Java; in memory), in a
   private network namespace (`unshare -n`, as root: it cannot bind to loopback only) with this
   worker; the jar is the one bin/test-dynamodb-local fetches into .cache/dynamodb-local/. A real
@@ -168,14 +168,12 @@ def worker(backend: str, orders: int, out: Path) -> None:
         else:
             import logging
 
-            from moto.server import ThreadedMotoServer
+            from sandbox.moto import SerialMotoServer
 
             logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-            server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-            server.start()
+            server = SerialMotoServer()
+            settings.DYNAMODB_ENDPOINT_URL = server.start()
             stop = server.stop
-            host, port = server.get_host_and_port()
-            settings.DYNAMODB_ENDPOINT_URL = f"http://{host}:{port}"
         settings.AWS_REGION = "us-east-1"
         settings.AWS_ACCESS_KEY_ID = "testing"
         settings.AWS_SECRET_ACCESS_KEY = "testing"  # noqa: S105 - the stand-ins accept any

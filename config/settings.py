@@ -68,6 +68,10 @@ INSTALLED_APPS = [
     "integrations",
     "monitoring",
 ]
+if not PRODUCTION:
+    # The stand-ins (Stripe, SendGrid, Sheets, AWS) and their commands: development and tests
+    # only; the image leaves the folder out (.dockerignore).
+    INSTALLED_APPS.append("sandbox")
 
 MIDDLEWARE = [
     # First: the request id and the timing cover everything after it.

@@ -170,40 +170,6 @@ def place(repository: OrderRepository, mug: Any) -> Callable[..., Order]:
 # reset endpoint there, so each test deletes and re-creates the table.
 
 
-class _SerialMotoServer:
-    """moto's server with one request at a time.
-
-    moto's DynamoDB is not thread-safe: a transaction deep-copies the table, checks its
-    conditions, writes, and on failure puts the copy back, all without a lock, so a concurrent
-    request can slip between check and write or be undone by that restore (two relays at once
-    also drew an HTTP 500, "dictionary changed size during iteration"). Real DynamoDB makes
-    each request atomic; serializing requests gives that guarantee while the clients still race.
-    """
-
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-
-    def start(self) -> str:
-        import threading
-
-        self.server.start()
-        wsgi_server = self.server._server  # werkzeug's server: requests call its `app`
-        app, lock = wsgi_server.app, threading.Lock()
-
-        def serial_app(environ: Any, start_response: Any) -> list[bytes]:
-            with lock:
-                return list(app(environ, start_response))
-
-        wsgi_server.app = serial_app
-        host, port = self.server.get_host_and_port()
-        return f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
 @pytest.fixture(scope="session")
 def dynamodb_server() -> Iterator[str]:
     import os
@@ -211,7 +177,9 @@ def dynamodb_server() -> Iterator[str]:
     if endpoint := os.environ.get("DYNAMODB_TEST_ENDPOINT", ""):
         yield endpoint
         return
-    server = _SerialMotoServer()
+    from sandbox.moto import SerialMotoServer
+
+    server = SerialMotoServer()
     url = server.start()
     yield url
     server.stop()

@@ -244,3 +244,93 @@ def test_env_example_lists_every_variable_the_settings_read() -> None:
 
     assert sorted(read - listed) == []
     assert {"PORT", "PYTHON"} <= listed  # the Makefile's own
+
+
+# --- (e): the image holds the product only ----------------------------------------------------
+# Dev-only and test code the image leaves out (.dockerignore) and the product never imports.
+LEFT_OUT_OF_THE_IMAGE = ("sandbox", "tests", "bench")
+PRODUCT_PACKAGES = ("access", "config", "core", "orders", "payments", "integrations", "monitoring")
+
+# Imports the web process (as the image's CMD does), then its URLconf (every view, API and admin
+# module); any import of a left-out package fails, as it would in the image, where they are absent.
+IMPORT_THE_PRODUCT = """
+import importlib.abc, sys
+LEFT_OUT = {left_out!r}
+class LeftOut(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in LEFT_OUT:
+            raise ImportError(f"{{name}} is not in the image")
+        return None
+sys.meta_path.insert(0, LeftOut())
+import config.wsgi
+from django.urls import get_resolver
+get_resolver().url_patterns
+from django.conf import settings
+print(",".join(settings.INSTALLED_APPS))
+print(",".join(sorted(m for m in sys.modules if m.partition(".")[0] in LEFT_OUT)))
+"""
+
+
+def dockerfile_build_environment() -> dict[str, str]:
+    """The throwaway variables the Dockerfile gives `collectstatic` (its RUN line, parsed)."""
+    [run] = [
+        arguments
+        for keyword, arguments in dockerfile_instructions()
+        if keyword == "RUN" and "collectstatic" in arguments
+    ]
+    assignments = run.partition("python manage.py collectstatic")[0]
+    return dict(re.findall(r"\b([A-Z][A-Z0-9_]*)=(\S+)", assignments))
+
+
+def test_production_settings_import_no_sandbox_test_or_bench_module() -> None:
+    build_env = dockerfile_build_environment()
+    assert set(REQUIRED_IN_PRODUCTION) <= set(build_env)
+    env = production_environment(**build_env)
+
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_THE_PRODUCT.format(left_out=LEFT_OUT_OF_THE_IMAGE)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    installed, imported = result.stdout.splitlines()[-2:]
+    assert "sandbox" not in installed.split(",")
+    assert imported == ""
+
+
+def test_development_settings_install_the_sandbox_app() -> None:
+    from django.conf import settings
+
+    assert not settings.PRODUCTION
+    assert "sandbox" in settings.INSTALLED_APPS
+
+
+def test_dockerignore_leaves_out_the_sandboxes_tests_and_benchmarks() -> None:
+    patterns = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    }
+
+    assert set(LEFT_OUT_OF_THE_IMAGE) <= patterns
+    assert not any(
+        pattern.startswith("!") and pattern[1:].startswith(LEFT_OUT_OF_THE_IMAGE) for pattern in patterns
+    )
+
+
+def test_product_code_imports_no_sandbox_test_or_bench_module() -> None:
+    left_out = "|".join(LEFT_OUT_OF_THE_IMAGE)
+    importing = re.compile(rf"^\s*(?:from|import)\s+(?:{left_out})(?:\.|\s|$)", flags=re.MULTILINE)
+    offenders = [
+        str(path.relative_to(ROOT))
+        for package in PRODUCT_PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if importing.search(path.read_text())
+    ]
+
+    assert offenders == []

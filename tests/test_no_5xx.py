@@ -263,7 +263,7 @@ class TestTheAnswers:
     def test_another_customers_payment_is_a_404_naming_only_the_asked_id(
         self, place: Any, customer: Any, other_customer: Any, api_as: Any, settings: Any
     ) -> None:
-        settings.PAYMENT_GATEWAY = "payments.gateways.fake.FakeGateway"
+        settings.PAYMENT_GATEWAY = "tests.payments.fakes.FakeGateway"
         order = place(customer=customer)
         payment = payment_services.payment_confirm(
             order_id=order.id, payment_method="pm_card_visa", actor=Actor.system("t")

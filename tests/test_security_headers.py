@@ -253,7 +253,7 @@ def test_admin_ops_and_docs_render_without_policy_violations(
 ) -> None:
     staff.is_superuser = True
     staff.save()
-    settings.PAYMENT_GATEWAY = "payments.gateways.fake.FakeGateway"
+    settings.PAYMENT_GATEWAY = "tests.payments.fakes.FakeGateway"
     order = place()
     payment_services.payment_confirm(
         order_id=order.id, payment_method="pm_card_visa", actor=Actor.system("t")

@@ -4,8 +4,8 @@ One adapter per destination (`sendgrid.py`, `sheets.py`, `sns.py`), each a class
 and a `deliver` method that takes a batch of deliveries and answers one outcome per delivery.
 Adapters raise nothing for a delivery's own failure: they say it in its outcome, classified as
 transient (worth retrying: timeouts, 5xx, 429) or permanent (other 4xx, bad configuration).
-An in-memory fake of each adapter serves the unit tests; the real ones are tested against the
-stand-in servers.
+An in-memory fake (tests/integrations/fakes.py) serves the unit tests; the real ones are tested
+against the stand-in servers (sandbox/).
 
 Each adapter also has a `probe`: one harmless real call through its client (a sandbox-mode
 email, a timestamp in a health tab, a message marked `probe`) that the synthetic probes of
@@ -16,7 +16,7 @@ email, a timestamp in a health tab, a message marked `probe`) that the synthetic
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from django.conf import settings
@@ -118,40 +118,3 @@ class IntegrationAdapter(Protocol):
         """Make one harmless real call to the destination (bounded by PROBE_TIMEOUT_SECONDS
         where the client takes a timeout) and answer what it did in a few words; raise
         `ProbeFailed` when it failed."""
-
-
-@dataclass
-class FakeAdapter:
-    """An in-memory adapter for unit tests: records what it was given, fails on request."""
-
-    name: str = "fake"
-    max_batch: int = 10
-    delivered: list[DeliveryRequest] = field(default_factory=list)
-    # Each queued error is used for one delivery, in order; None means success.
-    script: list[DeliveryError | None] = field(default_factory=list)
-    calls: int = 0
-    probes: int = 0
-
-    def deliver(self, requests: list[DeliveryRequest]) -> list[DeliveryOutcome]:
-        self.calls += 1
-        outcomes = []
-        for request in requests:
-            error = self.script.pop(0) if self.script else None
-            if error is None:
-                self.delivered.append(request)
-                outcomes.append(
-                    DeliveryOutcome(
-                        delivery_id=request.delivery_id, external_id=f"fake-{request.idempotency_key}"
-                    )
-                )
-            else:
-                outcomes.append(DeliveryOutcome(delivery_id=request.delivery_id, error=error))
-        return outcomes
-
-    def probe(self) -> str:
-        """Counts the probe; the next scripted error, if any, makes it fail."""
-        self.probes += 1
-        error = self.script.pop(0) if self.script else None
-        if error is not None:
-            raise ProbeFailed.from_error(error)
-        return "fake probe ok"

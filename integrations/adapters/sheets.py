@@ -18,16 +18,15 @@ RAW input keeps every cell a string, so customer-controlled text is never run as
 Columns: order id, created date, customer ("name <email>"), items ("2x Mug, 1x Tee", with a multiplication sign), total
 ("29.00"), currency, status, payment id, and the order version the row shows.
 
-Settings (read with `getattr` and defaults): SHEETS_API_BASE (https://sheets.googleapis.com in
-production; the local sandbox otherwise), SHEETS_SPREADSHEET_ID, SHEETS_WORKSHEET,
-GOOGLE_SERVICE_ACCOUNT_JSON (the key file's JSON; outside production a throwaway key made at
-run time whose token_uri is the sandbox's /token), SHEETS_TIMEOUT_SECONDS.
+Settings: SHEETS_API_BASE (https://sheets.googleapis.com in production; another base, such as a
+local stand-in, receives the Sheets and Drive calls gspread makes), SHEETS_SPREADSHEET_ID,
+SHEETS_WORKSHEET, GOOGLE_SERVICE_ACCOUNT_JSON (the key file's JSON, whose token_uri says where
+tokens come from; required), SHEETS_TIMEOUT_SECONDS, SHEETS_HEALTH_WORKSHEET.
 """
 
 from __future__ import annotations
 
 import email.utils
-import functools
 import hashlib
 import json
 import re
@@ -61,7 +60,6 @@ from orders.money import decimal_text
 
 SHEETS_API = "https://sheets.googleapis.com"
 GOOGLE_APIS = "https://www.googleapis.com"
-SANDBOX_API_BASE = "http://127.0.0.1:8426"
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
 
 HEADER = ["Order ID", "Created", "Customer", "Items", "Total", "Currency", "Status", "Payment ID", "Version"]
@@ -84,20 +82,15 @@ class SheetsConfig:
     worksheet: str
     service_account_json: str
     timeout_seconds: float
-    production: bool = False
 
     @classmethod
     def from_settings(cls) -> SheetsConfig:
-        production = bool(getattr(settings, "PRODUCTION", False))
         return cls(
-            api_base=str(
-                getattr(settings, "SHEETS_API_BASE", SHEETS_API if production else SANDBOX_API_BASE)
-            ).rstrip("/"),
-            spreadsheet_id=str(getattr(settings, "SHEETS_SPREADSHEET_ID", "demo-orders")),
-            worksheet=str(getattr(settings, "SHEETS_WORKSHEET", "Orders")),
-            service_account_json=str(getattr(settings, "GOOGLE_SERVICE_ACCOUNT_JSON", "") or ""),
-            timeout_seconds=float(getattr(settings, "SHEETS_TIMEOUT_SECONDS", 20)),
-            production=production,
+            api_base=str(settings.SHEETS_API_BASE).rstrip("/"),
+            spreadsheet_id=str(settings.SHEETS_SPREADSHEET_ID),
+            worksheet=str(settings.SHEETS_WORKSHEET),
+            service_account_json=str(settings.GOOGLE_SERVICE_ACCOUNT_JSON or ""),
+            timeout_seconds=float(settings.SHEETS_TIMEOUT_SECONDS),
         )
 
     @property
@@ -105,55 +98,29 @@ class SheetsConfig:
         return self.api_base == SHEETS_API
 
     def service_account_info(self) -> dict[str, Any]:
-        """The service account key: the configured JSON, or (outside production) a throwaway one."""
-        if self.service_account_json.strip():
-            try:
-                info = json.loads(self.service_account_json)
-            except ValueError as exc:
-                raise ImproperlyConfigured(f"GOOGLE_SERVICE_ACCOUNT_JSON is not JSON: {exc}") from exc
-            missing = [
-                key
-                for key in ("client_email", "private_key", "token_uri")
-                if not isinstance(info, dict) or not info.get(key)
-            ]
-            if missing:
-                raise ImproperlyConfigured(
-                    f"GOOGLE_SERVICE_ACCOUNT_JSON is not a service account key (missing {', '.join(missing)})."
-                )
-            return info
-        if self.production or self.uses_google:
+        """The configured service account key (GOOGLE_SERVICE_ACCOUNT_JSON), checked."""
+        if not self.service_account_json.strip():
             raise ImproperlyConfigured("GOOGLE_SERVICE_ACCOUNT_JSON is required to write to Google Sheets.")
-        return throwaway_service_account(self.api_base)
+        try:
+            info = json.loads(self.service_account_json)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"GOOGLE_SERVICE_ACCOUNT_JSON is not JSON: {exc}") from exc
+        missing = [
+            key
+            for key in ("client_email", "private_key", "token_uri")
+            if not isinstance(info, dict) or not info.get(key)
+        ]
+        if missing:
+            raise ImproperlyConfigured(
+                f"GOOGLE_SERVICE_ACCOUNT_JSON is not a service account key (missing {', '.join(missing)})."
+            )
+        return info
 
 
-@functools.cache
-def _throwaway_private_key() -> str:
-    """An RSA key made at run time for the sandbox (never stored, never a real Google key)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-def throwaway_service_account(api_base: str) -> dict[str, Any]:
-    """A service account key whose token_uri is the sandbox's token endpoint."""
-    return {
-        "type": "service_account",
-        "project_id": "cis-sandbox",
-        "private_key_id": "sandbox",
-        "private_key": _throwaway_private_key(),
-        "client_email": "orders-sync@cis-sandbox.iam.gserviceaccount.com",
-        "client_id": "100000000000000000000",
-        "token_uri": f"{api_base.rstrip('/')}/token",
-    }
-
-
-class _SandboxCredentials(ServiceAccountCredentials):
-    """Service-account credentials that make no call to Google beside the configured token_uri
-    (google-auth otherwise looks up a "regional access boundary" at iamcredentials.googleapis.com)."""
+class OffGoogleCredentials(ServiceAccountCredentials):
+    """Service-account credentials for an API base other than Google's: they make no call beside
+    the key's token_uri (google-auth otherwise looks up a "regional access boundary" at
+    iamcredentials.googleapis.com, which such a base does not stand in for)."""
 
     def _is_regional_access_boundary_lookup_required(self) -> bool:
         return False
@@ -177,8 +144,15 @@ class RedirectingHTTPClient(HTTPClient):
         return super().request(method, endpoint, *args, **kwargs)
 
 
-def _http_client_for(api_base: str) -> type[HTTPClient]:
+def http_client_for(api_base: str) -> type[HTTPClient]:
+    """gspread's HTTP client class sending every Google API call to `api_base`."""
     return type("RedirectingHTTPClient", (RedirectingHTTPClient,), {"api_base": api_base})
+
+
+def credentials_for(config: SheetsConfig, info: dict[str, Any]) -> ServiceAccountCredentials:
+    """Credentials from a service account key, for Google or for another API base."""
+    credentials_class = ServiceAccountCredentials if config.uses_google else OffGoogleCredentials
+    return credentials_class.from_service_account_info(info, scopes=SCOPES)
 
 
 @dataclass
@@ -200,12 +174,11 @@ def _connection(config: SheetsConfig) -> _Connection:
     with _connections_lock:
         connection = _connections.get(key)
         if connection is None:
-            credentials_class = ServiceAccountCredentials if config.uses_google else _SandboxCredentials
             try:
-                credentials = credentials_class.from_service_account_info(info, scopes=SCOPES)
+                credentials = credentials_for(config, info)
             except ValueError as exc:  # a malformed private key
                 raise ImproperlyConfigured(f"GOOGLE_SERVICE_ACCOUNT_JSON is not usable: {exc}") from exc
-            client = gspread.Client(auth=credentials, http_client=_http_client_for(config.api_base))
+            client = gspread.Client(auth=credentials, http_client=http_client_for(config.api_base))
             client.set_timeout(config.timeout_seconds)
             connection = _connections[key] = _Connection(client=client)
         return connection
@@ -414,7 +387,7 @@ class SheetsAdapter:
         """Write the time to A1:B1 of the health tab (SHEETS_HEALTH_WORKSHEET, "_health") of the
         configured spreadsheet, adding the tab if it is missing. The orders tab is never touched."""
         config = self.config
-        title = str(getattr(settings, "SHEETS_HEALTH_WORKSHEET", "") or "_health")
+        title = str(settings.SHEETS_HEALTH_WORKSHEET or "_health")
         if title.casefold() == config.worksheet.casefold():
             raise ProbeFailed(
                 f"SHEETS_HEALTH_WORKSHEET is the orders tab ({title!r}); the probe will not write there",

@@ -2,7 +2,7 @@
 
 Dataclasses at the boundary (saleor's `GatewayResponse` idea): the services never see a
 provider's own objects. `payments.gateways.stripe` is the one adapter, and the only module that
-imports `stripe`; `payments.gateways.fake` is an in-memory one for unit tests.
+imports `stripe`; `tests.payments.fakes.FakeGateway` is an in-memory one for unit tests.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,12 +15,10 @@ import pytest
 
 @pytest.fixture(scope="session")
 def moto_server_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+    from sandbox.moto import SerialMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+    server = SerialMotoServer()
+    yield server.start()
     server.stop()
 
 
@@ -45,7 +44,7 @@ def aws_sandbox(moto_server_url: str, settings: Any) -> dict[str, Any]:
 # --- end AWS ----------------------------------------------------------------------------------
 
 
-# --- SendGrid (integrations/sandbox/sendgrid_server.py) ---------------------------------------
+# --- SendGrid (sandbox/sendgrid.py) -----------------------------------------------------------
 # One sandbox per test session on a free port; each test gets it emptied (messages, counters,
 # faults) with the SENDGRID_* settings pointed at it.
 
@@ -54,7 +53,7 @@ SENDGRID_TEST_KEY = "SG.test-suite-key"
 
 @pytest.fixture(scope="session")
 def sendgrid_sandbox_server() -> Iterator[Any]:
-    from integrations.sandbox.sendgrid_server import SendGridSandbox
+    from sandbox.sendgrid import SendGridSandbox
 
     sandbox = SendGridSandbox(api_key=SENDGRID_TEST_KEY)
     sandbox.start()
@@ -76,7 +75,7 @@ def sendgrid_sandbox(sendgrid_sandbox_server: Any, settings: Any) -> Any:
 # --- end SendGrid -----------------------------------------------------------------------------
 
 
-# --- Sheets (integrations/sandbox/sheets_server.py) -------------------------------------------
+# --- Sheets (sandbox/sheets.py) ---------------------------------------------------------------
 # One Google Sheets sandbox per test session on a free port; each test gets it emptied
 # (spreadsheets, counters, faults), the adapter's cached clients dropped, and the SHEETS_*
 # settings pointed at it (with the throwaway service account key made at run time).
@@ -87,7 +86,7 @@ SHEETS_TEST_SPREADSHEET = "test-orders"
 @pytest.fixture(scope="session")
 def sheets_sandbox_server() -> Iterator[Any]:
     from integrations.adapters.sheets import HEADER
-    from integrations.sandbox.sheets_server import SheetsSandbox
+    from sandbox.sheets import SheetsSandbox
 
     sandbox = SheetsSandbox(port=0, worksheet="Orders", header=HEADER)
     sandbox.start()
@@ -99,13 +98,14 @@ def sheets_sandbox_server() -> Iterator[Any]:
 def sheets_sandbox(sheets_sandbox_server: Any, settings: Any) -> Iterator[Any]:
     """The Sheets stand-in (a `SheetsSandbox`), emptied, with the app's settings pointed at it."""
     from integrations.adapters.sheets import forget_connections
+    from sandbox.sheets import throwaway_service_account
 
     sheets_sandbox_server.reset()
     forget_connections()
     settings.SHEETS_API_BASE = sheets_sandbox_server.url
     settings.SHEETS_SPREADSHEET_ID = SHEETS_TEST_SPREADSHEET
     settings.SHEETS_WORKSHEET = "Orders"
-    settings.GOOGLE_SERVICE_ACCOUNT_JSON = ""
+    settings.GOOGLE_SERVICE_ACCOUNT_JSON = json.dumps(throwaway_service_account(sheets_sandbox_server.url))
     yield sheets_sandbox_server
     forget_connections()
 

@@ -12,13 +12,14 @@ import time_machine
 from django.utils import timezone
 
 from integrations import services
-from integrations.adapters.base import DeliveryError, FakeAdapter
+from integrations.adapters.base import DeliveryError
 from integrations.models import CircuitEvent, Delivery, DeliveryState
 from integrations.resilience import CircuitBreaker, Pause, RateLimiter, backoff_seconds, shared_cache
 from orders import services as order_services
 from orders.domain import Actor, Order, OrderStatus
 from orders.repositories import OrderRepository
 from orders.repositories.orm import DjangoOrderRepository
+from tests.integrations.fakes import FakeAdapter
 
 pytestmark = pytest.mark.django_db
 

@@ -23,9 +23,9 @@ from orders.domain import Actor, Order, OrderStatus
 from orders.repositories import OrderRepository
 from orders.repositories.dynamodb import DynamoDbOrderRepository, create_tables
 from payments import services as payment_services
-from payments.gateways.fake import FakeGateway
 from payments.gateways.stripe import StripeGateway
 from tests.payments import stripe_objects
+from tests.payments.fakes import FakeGateway
 from tests.polling import DEADLINE_SECONDS, eventually
 from tests.sqs import drain
 

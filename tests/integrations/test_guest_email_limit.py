@@ -12,12 +12,13 @@ import time_machine
 from django.utils import timezone
 
 from integrations import services
-from integrations.adapters.base import DeliveryError, FakeAdapter
+from integrations.adapters.base import DeliveryError
 from integrations.models import Delivery, DeliveryState
 from orders import services as order_services
 from orders.domain import Actor, Order
 from orders.models import Product
 from orders.repositories import OrderRepository
+from tests.integrations.fakes import FakeAdapter
 
 pytestmark = pytest.mark.django_db
 

@@ -10,11 +10,12 @@ from django.core.management import call_command
 from django.test import Client
 
 from integrations import services
-from integrations.adapters.base import DeliveryError, FakeAdapter
+from integrations.adapters.base import DeliveryError
 from integrations.models import Delivery, DeliveryState
 from orders import services as order_services
 from orders.domain import Actor, Order, OrderStatus
 from orders.repositories import OrderRepository
+from tests.integrations.fakes import FakeAdapter
 
 pytestmark = pytest.mark.django_db
 

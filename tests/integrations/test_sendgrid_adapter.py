@@ -9,7 +9,7 @@ import pytest
 
 from integrations.adapters.base import DeliveryOutcome, DeliveryRequest, IntegrationAdapter
 from integrations.adapters.sendgrid import IDEMPOTENCY_HEADER, SendGridAdapter
-from integrations.sandbox.sendgrid_server import SendGridSandbox
+from sandbox.sendgrid import SendGridSandbox
 from tests.integrations.conftest import SENDGRID_TEST_KEY
 from tests.polling import eventually
 

@@ -396,6 +396,7 @@ def test_bad_credentials_are_permanent(settings: Any, sheets_sandbox: Any, key: 
 
 def test_production_without_a_key_is_a_configuration_error(settings: Any, sheets_sandbox: Any) -> None:
     settings.PRODUCTION = True
+    settings.GOOGLE_SERVICE_ACCOUNT_JSON = ""  # the sandbox app's throwaway key is not there
 
     outcomes = SheetsAdapter().deliver([delivery(uuid.uuid4())])
 
@@ -404,7 +405,7 @@ def test_production_without_a_key_is_a_configuration_error(settings: Any, sheets
 
 
 def test_a_configured_key_is_used(settings: Any, sheets_sandbox: Any) -> None:
-    from integrations.adapters.sheets import throwaway_service_account
+    from sandbox.sheets import throwaway_service_account
 
     info = {
         **throwaway_service_account(sheets_sandbox.url),

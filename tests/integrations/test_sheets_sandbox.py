@@ -16,7 +16,7 @@ import requests
 from google.auth.transport.requests import Request
 
 from integrations.adapters import sheets
-from integrations.sandbox import sheets_server
+from sandbox import sheets as sheets_server
 from tests.polling import DEADLINE_SECONDS, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def client_for(url: str) -> gspread.Client:
     """A gspread client the way the adapter builds one: service-account auth, URLs redirected."""
-    credentials = sheets._SandboxCredentials.from_service_account_info(
-        sheets.throwaway_service_account(url), scopes=sheets.SCOPES
+    credentials = sheets.OffGoogleCredentials.from_service_account_info(
+        sheets_server.throwaway_service_account(url), scopes=sheets.SCOPES
     )
-    return gspread.Client(auth=credentials, http_client=sheets._http_client_for(url))
+    return gspread.Client(auth=credentials, http_client=sheets.http_client_for(url))
 
 
 @pytest.fixture
@@ -37,8 +37,8 @@ def gc(sheets_sandbox: Any) -> gspread.Client:
 
 @pytest.fixture
 def token(sheets_sandbox: Any) -> str:
-    credentials = sheets._SandboxCredentials.from_service_account_info(
-        sheets.throwaway_service_account(sheets_sandbox.url), scopes=sheets.SCOPES
+    credentials = sheets.OffGoogleCredentials.from_service_account_info(
+        sheets_server.throwaway_service_account(sheets_sandbox.url), scopes=sheets.SCOPES
     )
     credentials.refresh(Request())
     return credentials.token
@@ -49,8 +49,8 @@ def test_header_matches_the_adapter() -> None:
 
 
 def test_token_endpoint_grants_a_token_for_a_service_account_assertion(sheets_sandbox: Any) -> None:
-    credentials = sheets._SandboxCredentials.from_service_account_info(
-        sheets.throwaway_service_account(sheets_sandbox.url), scopes=sheets.SCOPES
+    credentials = sheets.OffGoogleCredentials.from_service_account_info(
+        sheets_server.throwaway_service_account(sheets_sandbox.url), scopes=sheets.SCOPES
     )
     credentials.refresh(Request())  # google-auth signs a JWT and posts it to token_uri
 

@@ -25,7 +25,7 @@ from monitoring import views
 from monitoring.models import ProbeResult
 from orders.domain import Actor, Order
 from payments import services as payment_services
-from payments.gateways.fake import FakeGateway
+from tests.payments.fakes import FakeGateway
 from tests.polling import DEADLINE_SECONDS, eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -18,13 +18,14 @@ import pytest
 from django.test import Client
 
 from integrations import services
-from integrations.adapters.base import DeliveryError, FakeAdapter
+from integrations.adapters.base import DeliveryError
 from integrations.models import Delivery, DeliveryState
 from integrations.resilience import CircuitBreaker, shared_cache
 from monitoring.models import Alert, ErrorRecord, ProbeResult
 from orders.domain import Actor, Order
 from payments import services as payment_services
-from payments.gateways.fake import FakeGateway
+from tests.integrations.fakes import FakeAdapter
+from tests.payments.fakes import FakeGateway
 
 PERMANENT = DeliveryError(
     transient=False,

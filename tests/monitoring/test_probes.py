@@ -17,12 +17,13 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from core.aws import aws_client
-from integrations.adapters.base import FakeAdapter, ProbeFailed
+from integrations.adapters.base import ProbeFailed
 from integrations.adapters.sheets import HEADER
 from monitoring import tasks
 from monitoring.models import Alert, ErrorRecord, MetricBucket, ProbeResult
 from monitoring.probes import PROBES, probe_all, probe_latest, probe_names, probe_run
 from tests.integrations.conftest import SHEETS_TEST_SPREADSHEET
+from tests.integrations.fakes import FakeAdapter
 
 pytestmark = pytest.mark.django_db
 

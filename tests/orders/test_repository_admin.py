@@ -59,7 +59,7 @@ def other_repository(settings: Any) -> str:
 
 @pytest.fixture
 def fake_gateway(settings: Any) -> None:
-    settings.PAYMENT_GATEWAY = "payments.gateways.fake.FakeGateway"
+    settings.PAYMENT_GATEWAY = "tests.payments.fakes.FakeGateway"
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The Stripe stand-in for tests: localstripe on 127.0.0.1 speaking the pinned API version
-(payments/sandbox/), started once, emptied between tests."""
+(sandbox/stripe/), started once, emptied between tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import stripe
 
 from payments.gateways.base import PaymentGateway, get_payment_gateway
-from payments.sandbox.stripe_server import StripeSandboxThread, register_webhook
+from sandbox.stripe.server import StripeSandboxThread, register_webhook
 
 WEBHOOK_SECRET = "whsec_test_suite_secret"
 

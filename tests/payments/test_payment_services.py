@@ -15,8 +15,8 @@ from orders.domain import Actor, Order, OrderStatus
 from orders.repositories import OrderRepository
 from payments import services
 from payments.gateways.base import GatewayError, IntentStatus
-from payments.gateways.fake import FakeGateway
 from payments.models import Payment, PaymentStatus, Refund, RefundStatus
+from tests.payments.fakes import FakeGateway
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,8 @@ from orders.domain import Actor, Order, OrderStatus
 from orders.repositories import OrderRepository
 from payments import services
 from payments.gateways.base import IntentRequest, PaymentGateway
-from payments.gateways.fake import ACTION_METHODS, FakeGateway
 from payments.models import Payment, PaymentStatus
+from tests.payments.fakes import ACTION_METHODS, FakeGateway
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""The Stripe stand-in (localstripe, wrapped by payments/sandbox/) against today's Stripe.
+"""The Stripe stand-in (localstripe, wrapped by sandbox/stripe/) against today's Stripe.
 
 Driven through the real `stripe.StripeClient`, built as payments/gateways/stripe.py builds it,
 and judged against Stripe's published example objects (stripe_fixtures3.json, a copy of
@@ -21,7 +21,7 @@ import pytest
 import requests
 import stripe
 
-from payments.sandbox.stripe_server import StripeSandboxThread, register_webhook
+from sandbox.stripe.server import StripeSandboxThread, register_webhook
 from tests.concurrency import race
 from tests.payments.conftest import WEBHOOK_SECRET
 from tests.polling import eventually

@@ -6,10 +6,10 @@ thread of the current process (tests) or as a process of its own (`manage.py str
 
 localstripe speaks an old dialect of the API; the modules beside this one make it answer as
 Stripe does for the version the installed `stripe` library pins (`stripe.api_version`):
-`stripe_compat` (object shapes, patched into localstripe's classes), `stripe_http` (request ids,
-Stripe's error bodies, idempotency keys), `stripe_api` (balance, events, search, refunds,
-webhook endpoints, Stripe.js), `stripe_events` (recorded, signed deliveries, refund webhooks),
-`stripe_rules` (minimum amounts, refund bounds). Each module's docstring says what it still
+`compat` (object shapes, patched into localstripe's classes), `http` (request ids,
+Stripe's error bodies, idempotency keys), `api` (balance, events, search, refunds,
+webhook endpoints, Stripe.js), `events` (recorded, signed deliveries, refund webhooks),
+`rules` (minimum amounts, refund bounds). Each module's docstring says what it still
 leaves out.
 
 It adds `POST /_config/reset` (also at localstripe's `DELETE /_config/data`), which empties the
@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from payments.sandbox import stripe_api, stripe_compat, stripe_events, stripe_http
+from sandbox.stripe import api, compat, events, http
 
 
 def build_app(*, webhook_delay: float | None = None, async_delay: float | None = None) -> web.Application:
@@ -40,24 +40,24 @@ def build_app(*, webhook_delay: float | None = None, async_delay: float | None =
     test card failing (default: the webhook delay)."""
     from localstripe import resources, server, webhooks
 
-    stripe_compat.install()
+    compat.install()
     resources.store.dump_to_disk = lambda: None  # the instance attribute hides the method
     resources.store.clear()
     webhooks._webhooks.clear()
-    state = stripe_events.STATE
+    state = events.STATE
     state.clear()
     state.tasks.clear()  # tasks of an earlier app's loop are that loop's business
     state.webhook_delay = 1.0 if webhook_delay is None else webhook_delay
     state.async_delay = state.webhook_delay if async_delay is None else async_delay
     source = server.app
     # localstripe's app is a module global bound to the first loop that runs it: copy it.
-    middlewares = [stripe_http.request_context, stripe_http.idempotency, stripe_http.stripe_errors]
+    middlewares = [http.request_context, http.idempotency, http.stripe_errors]
     app = web.Application(middlewares=[*middlewares, *source.middlewares])
     for callback in source.on_response_prepare:
         app.on_response_prepare.append(callback)
     taken = set()
     for method, path, handler in [
-        *stripe_api.routes(),
+        *api.routes(),
         ("POST", "/_config/reset", _http_reset),
         ("DELETE", "/_config/data", _http_reset),
     ]:
@@ -70,7 +70,7 @@ def build_app(*, webhook_delay: float | None = None, async_delay: float | None =
 
 
 async def _reset(*, forget_webhooks: bool) -> int:
-    return stripe_events.reset(forget_webhooks=forget_webhooks)
+    return events.reset(forget_webhooks=forget_webhooks)
 
 
 async def _http_reset(request: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.test import override_settings
 
 from integrations.aws import aws_setup
-from integrations.sandbox.moto_server import SerialMotoServer
+from sandbox.moto import SerialMotoServer
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # AWS_ENDPOINT_URL's default outside production (config/settings.py).

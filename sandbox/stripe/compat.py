@@ -14,7 +14,7 @@ test tooling only; the patches are process-wide, like localstripe's own module-l
   keep what localstripe drops (`payment_method_types`, `canceled_at`, `cancellation_reason`).
 - `Event.__init__` records its order and the API request that caused it.
 - `PaymentMethod._try_get_canonical_test_article` knows `pm_card_refundFail` (4000000000005126).
-- `resources.schedule_webhook` goes to `stripe_events.schedule`, our signed delivery.
+- `resources.schedule_webhook` goes to `events.schedule`, our signed delivery.
 
 Current shapes: `openapi/fixtures3.json` of github:stripe/openapi (tests/payments/
 stripe_fixtures3.json) and the types of the installed `stripe` package.
@@ -46,7 +46,7 @@ from localstripe.resources import (
     store,
 )
 
-from payments.sandbox import stripe_rules
+from sandbox.stripe import rules
 
 # The API request being served, for the `request` of the events it causes: {"id", "idempotency_key"}.
 CURRENT_REQUEST: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -112,11 +112,9 @@ def check_expand(expand: Any) -> list[str]:
     if isinstance(expand, str):
         expand = [expand]
     if not isinstance(expand, list) or not all(isinstance(path, str) for path in expand):
-        raise stripe_rules.invalid_request("Invalid array", code="parameter_invalid_array", param="expand")
+        raise rules.invalid_request("Invalid array", code="parameter_invalid_array", param="expand")
     if any(len(path.split(".")) > 4 for path in expand):
-        raise stripe_rules.invalid_request(
-            "You cannot expand more than 4 levels of a property", param="expand"
-        )
+        raise rules.invalid_request("You cannot expand more than 4 levels of a property", param="expand")
     return expand
 
 
@@ -129,12 +127,12 @@ def expand_path(obj: Any, path: str) -> None:
         return
     head, _, rest = path.partition(".")
     if head not in obj:
-        raise stripe_rules.invalid_request(f"This property cannot be expanded ({head}).", param="expand")
+        raise rules.invalid_request(f"This property cannot be expanded ({head}).", param="expand")
     value = obj[head]
     if isinstance(value, str):
         cls = StripeObject._get_class_for_id(value) or (PaymentMethod if value.startswith("pm_") else None)
         if cls is None:
-            raise stripe_rules.invalid_request(f"This property cannot be expanded ({head}).", param="expand")
+            raise rules.invalid_request(f"This property cannot be expanded ({head}).", param="expand")
         obj[head] = cls._api_retrieve(value)._export(expand=[rest] if rest else None)
     elif rest and value is not None:
         expand_path(value, rest)
@@ -375,7 +373,7 @@ def _export(self: Any, expand: Any = None) -> dict[str, Any]:
 
 
 def _payment_intent_init(self: Any, *args: Any, **kwargs: Any) -> None:
-    stripe_rules.check_charge_amount(kwargs.get("amount"), kwargs.get("currency"))
+    rules.check_charge_amount(kwargs.get("amount"), kwargs.get("currency"))
     _ORIGINAL["pi_init"](self, *args, **kwargs)
     self._payment_method_types = kwargs.get("payment_method_types") or ["card"]
 
@@ -412,7 +410,7 @@ def install() -> None:
     """Patch localstripe once per process (see the module's docstring)."""
     if _ORIGINAL:
         return
-    from payments.sandbox import stripe_events
+    from sandbox.stripe import events
 
     _ORIGINAL["export"] = StripeObject._export
     _ORIGINAL["pi_init"] = PaymentIntent.__init__
@@ -424,9 +422,9 @@ def install() -> None:
     PaymentIntent._api_cancel = classmethod(_payment_intent_cancel)
     Event.__init__ = _event_init
     PaymentMethod._try_get_canonical_test_article = classmethod(_canonical_test_article)
-    resources.schedule_webhook = stripe_events.schedule
+    resources.schedule_webhook = events.schedule
     # localstripe's app bound its `POST /v1/payment_intents/{id}/cancel` route to the original
-    # method at import: stripe_api routes that path to the patched one.
+    # method at import: the `api` module routes that path to the patched one.
 
 
 def make_refund(*, charge: Any, amount: int, metadata: dict[str, Any], reason: str | None) -> Any:

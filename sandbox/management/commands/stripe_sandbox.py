@@ -1,8 +1,8 @@
 """`manage.py stripe_sandbox`: the Stripe stand-in for `make run`, with our webhook registered.
 
-localstripe wrapped by payments/sandbox/ so it answers as Stripe does for the API version the
+localstripe wrapped by sandbox/stripe/ so it answers as Stripe does for the API version the
 installed `stripe` pins: idempotency keys, current object shapes and events, Stripe's refusals,
-refund webhooks, search, events listing, webhook endpoints (see payments/sandbox/stripe_server.py).
+refund webhooks, search, events listing, webhook endpoints (see sandbox/stripe/server.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from payments.sandbox.stripe_server import register_webhook, serve_forever
+from sandbox.stripe.server import register_webhook, serve_forever
 
 
 class Command(BaseCommand):

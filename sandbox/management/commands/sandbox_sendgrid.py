@@ -8,9 +8,8 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.sandbox.sendgrid_server import SendGridSandbox
+from sandbox.sendgrid import SendGridSandbox
 
-DEFAULT_API_BASE = "http://127.0.0.1:8425"
 DEFAULT_API_KEY = "SG.local-sandbox-key"
 
 
@@ -22,12 +21,12 @@ class Command(BaseCommand):
         parser.add_argument("--verbose-requests", action="store_true", help="log every request to stderr")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        api_base = getattr(settings, "SENDGRID_API_BASE", DEFAULT_API_BASE)
+        api_base = settings.SENDGRID_API_BASE
         base = urlparse(api_base)
         if options["port"] is None and base.hostname not in {"127.0.0.1", "localhost"}:
             raise CommandError(f"SENDGRID_API_BASE is {api_base}, not a local stand-in; pass --port.")
         port = options["port"] if options["port"] is not None else (base.port or 8425)
-        api_key = getattr(settings, "SENDGRID_API_KEY", DEFAULT_API_KEY) or DEFAULT_API_KEY
+        api_key = settings.SENDGRID_API_KEY or DEFAULT_API_KEY
 
         sandbox = SendGridSandbox(api_key=api_key, port=port, quiet=not options["verbose_requests"])
         try:

@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.adapters.sheets import HEADER, SANDBOX_API_BASE
-from integrations.sandbox.sheets_server import SheetsSandbox
+from integrations.adapters.sheets import HEADER
+from sandbox.sheets import SheetsSandbox
 
 
 class Command(BaseCommand):
@@ -23,14 +23,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        api_base = getattr(settings, "SHEETS_API_BASE", SANDBOX_API_BASE)
+        api_base = settings.SHEETS_API_BASE
         base = urlparse(api_base)
         if options["port"] is None and base.hostname not in {"127.0.0.1", "localhost"}:
             raise CommandError(
                 f"SHEETS_API_BASE is {api_base}, not a local stand-in; pass --port to run anyway."
             )
         port = options["port"] if options["port"] is not None else (base.port or 8426)
-        worksheet = getattr(settings, "SHEETS_WORKSHEET", "Orders")
+        worksheet = settings.SHEETS_WORKSHEET
         sandbox = SheetsSandbox(port=port, worksheet=worksheet, header=HEADER)
 
         def stop(_signum: int, _frame: Any) -> None:

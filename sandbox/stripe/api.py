@@ -30,9 +30,9 @@ from localstripe import server
 from localstripe.errors import UserError
 from localstripe.resources import PaymentIntent, try_convert_to_bool
 
-from payments.sandbox import stripe_compat, stripe_events, stripe_rules
-from payments.sandbox.stripe_events import STATE, WebhookEndpoint
-from payments.sandbox.stripe_rules import invalid_request
+from sandbox.stripe import compat, events, rules
+from sandbox.stripe.events import STATE, WebhookEndpoint
+from sandbox.stripe.rules import invalid_request
 
 STRIPE_JS = Path(__file__).with_name("static") / "localstripe-v3.js"
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
@@ -67,7 +67,7 @@ def _no_such(kind: str, object_id: str, *, param: str = "id") -> UserError:
 def _limit(value: Any) -> int:
     if value is None:
         return 10
-    limit = stripe_rules.as_int(value, param="limit")
+    limit = rules.as_int(value, param="limit")
     if limit < 1:
         raise invalid_request(
             "This value must be greater than or equal to 1.", code="parameter_invalid_integer", param="limit"
@@ -123,7 +123,7 @@ def _created_filter(created: Any) -> Callable[[int], bool]:
     if created is None:
         return lambda _: True
     if isinstance(created, str):
-        exact = stripe_rules.as_int(created, param="created")
+        exact = rules.as_int(created, param="created")
         return lambda value: value == exact
     if not isinstance(created, dict):
         raise invalid_request("Invalid created: must be an integer or a hash", param="created")
@@ -134,7 +134,7 @@ def _created_filter(created: Any) -> Callable[[int], bool]:
             raise invalid_request(
                 f"Received unknown parameter: created[{op}]", code="parameter_unknown", param=f"created[{op}]"
             )
-        bounds.append((tests[op], stripe_rules.as_int(raw, param=f"created[{op}]")))
+        bounds.append((tests[op], rules.as_int(raw, param=f"created[{op}]")))
     return lambda value: all(test(value, bound) for test, bound in bounds)
 
 
@@ -146,10 +146,10 @@ async def balance(request: web.Request) -> web.Response:
     balance transactions are `available` at once, so the funds are too)."""
     _refuse_unknown(_query(request), {"expand"})
     totals: dict[str, int] = {}
-    for charge in stripe_compat.objects("charge"):
+    for charge in compat.objects("charge"):
         if charge.status == "succeeded" and charge.captured:
             totals[charge.currency] = totals.get(charge.currency, 0) + charge.amount
-    for refund in stripe_compat.objects("refund"):
+    for refund in compat.objects("refund"):
         if getattr(refund, "status", "succeeded") != "failed":
             totals[refund.currency] = totals.get(refund.currency, 0) - refund.amount
     totals = totals or {"usd": 0}
@@ -173,8 +173,8 @@ async def balance(request: web.Request) -> web.Response:
 
 
 def _events_newest_first() -> list[tuple[tuple[int, int], Any]]:
-    events = stripe_compat.objects("event")
-    keyed = [((int(event.created), int(getattr(event, "_seq", 0))), event) for event in events]
+    found = compat.objects("event")
+    keyed = [((int(event.created), int(getattr(event, "_seq", 0))), event) for event in found]
     return sorted(keyed, key=lambda pair: pair[0], reverse=True)
 
 
@@ -221,8 +221,8 @@ async def list_events(request: web.Request) -> web.Response:
         kind="event",
         render=lambda event: event._export(expand=None),
     )
-    for path in stripe_compat.check_expand(expand):
-        stripe_compat.expand_path(listing, path)
+    for path in compat.check_expand(expand):
+        compat.expand_path(listing, path)
     return _json(listing)
 
 
@@ -231,7 +231,7 @@ async def retrieve_event(request: web.Request) -> web.Response:
     expand = params.pop("expand", None)
     _refuse_unknown(params, set())
     event_id = request.match_info["id"]
-    event = stripe_compat.store.get("event:" + event_id)
+    event = compat.store.get("event:" + event_id)
     if event is None:
         raise _no_such("event", event_id)
     return _json(event._export(expand=expand))
@@ -300,9 +300,7 @@ async def search_payment_intents(request: web.Request) -> web.Response:
     def matches(intent: Any) -> bool:
         return all(holds(intent, kind, key, value) for kind, key, value in terms)
 
-    found = [
-        intent for _, intent in _newest_first(stripe_compat.objects("payment_intent")) if matches(intent)
-    ]
+    found = [intent for _, intent in _newest_first(compat.objects("payment_intent")) if matches(intent)]
     data = found[offset : offset + limit]
     more = len(found) > offset + limit
     result = {
@@ -312,8 +310,8 @@ async def search_payment_intents(request: web.Request) -> web.Response:
         "next_page": f"page_{offset + limit}" if more else None,
         "url": "/v1/payment_intents/search",
     }
-    for path in stripe_compat.check_expand(expand):
-        stripe_compat.expand_path(result, path)
+    for path in compat.check_expand(expand):
+        compat.expand_path(result, path)
     return _json(result)
 
 
@@ -328,7 +326,7 @@ def _charge_to_refund(data: dict[str, Any]) -> Any:
             param="payment_intent",
         )
     if intent_id:
-        intent = stripe_compat.store.get(f"payment_intent:{intent_id}")
+        intent = compat.store.get(f"payment_intent:{intent_id}")
         if intent is None:
             raise _no_such("payment_intent", str(intent_id), param="payment_intent")
         charge = intent.latest_charge
@@ -342,7 +340,7 @@ def _charge_to_refund(data: dict[str, Any]) -> Any:
                 f"Charge {charge_id} does not belong to PaymentIntent {intent_id}.", param="charge"
             )
         return charge
-    charge = stripe_compat.store.get(f"charge:{charge_id}")
+    charge = compat.store.get(f"charge:{charge_id}")
     if charge is None:
         raise _no_such("charge", str(charge_id), param="charge")
     if charge.status == "failed":
@@ -354,7 +352,7 @@ async def create_refund(request: web.Request) -> web.Response:
     data = await _body(request)
     expand = data.pop("expand", None)
     _refuse_unknown(data, {"charge", "payment_intent", "amount", "metadata", "reason"})
-    amount = None if data.get("amount") in (None, "") else stripe_rules.positive_amount(data["amount"])
+    amount = None if data.get("amount") in (None, "") else rules.positive_amount(data["amount"])
     reason = data.get("reason") or None
     if reason is not None and reason not in REFUND_REASONS:
         raise invalid_request(
@@ -364,21 +362,21 @@ async def create_refund(request: web.Request) -> web.Response:
     if not isinstance(metadata, dict):
         raise invalid_request("Invalid metadata: must be a hash", param="metadata")
     charge = _charge_to_refund(data)
-    refunded = stripe_compat.amount_refunded(charge)
+    refunded = compat.amount_refunded(charge)
     if amount is None:
         amount = charge.amount - refunded
-    stripe_rules.check_refund_amount(
+    rules.check_refund_amount(
         amount=amount,
         charge_id=charge.id,
         charge_amount=charge.amount,
         refunded=refunded,
         currency=charge.currency,
     )
-    refund = stripe_compat.make_refund(charge=charge, amount=amount, metadata=metadata, reason=reason)
-    stripe_events.emit("refund.created", refund)
-    stripe_events.emit("charge.refunded", charge)
-    if stripe_compat.card_number(charge.payment_method) == stripe_compat.REFUND_FAIL_CARD:
-        stripe_events.fail_refund_later(refund)
+    refund = compat.make_refund(charge=charge, amount=amount, metadata=metadata, reason=reason)
+    events.emit("refund.created", refund)
+    events.emit("charge.refunded", charge)
+    if compat.card_number(charge.payment_method) == compat.REFUND_FAIL_CARD:
+        events.fail_refund_later(refund)
     return _json(refund._export(expand=expand))
 
 
@@ -388,25 +386,25 @@ async def list_refunds(request: web.Request) -> web.Response:
     created = _created_filter(params.pop("created", None))
     charge_id, intent_id = params.pop("charge", None), params.pop("payment_intent", None)
     _refuse_unknown(params, {"limit", "starting_after", "ending_before"})
-    if intent_id is not None and stripe_compat.store.get(f"payment_intent:{intent_id}") is None:
+    if intent_id is not None and compat.store.get(f"payment_intent:{intent_id}") is None:
         raise _no_such("payment_intent", str(intent_id), param="payment_intent")
-    if charge_id is not None and stripe_compat.store.get(f"charge:{charge_id}") is None:
+    if charge_id is not None and compat.store.get(f"charge:{charge_id}") is None:
         raise _no_such("charge", str(charge_id), param="charge")
 
     def wanted(refund: Any) -> bool:
         if charge_id is not None and refund.charge != charge_id:
             return False
         if intent_id is not None:
-            charge = stripe_compat.store.get(f"charge:{refund.charge}")
+            charge = compat.store.get(f"charge:{refund.charge}")
             if charge is None or charge.payment_intent != intent_id:
                 return False
         return created(int(refund.created))
 
-    keyed = _newest_first(stripe_compat.objects("refund"))
+    keyed = _newest_first(compat.objects("refund"))
     matching = [(key, refund) for key, refund in keyed if wanted(refund)]
     listing = _page(keyed, matching, params, url="/v1/refunds", kind="refund", render=lambda r: r._export())
-    for path in stripe_compat.check_expand(expand):
-        stripe_compat.expand_path(listing, path)
+    for path in compat.check_expand(expand):
+        compat.expand_path(listing, path)
     return _json(listing)
 
 
@@ -443,19 +441,18 @@ async def create_endpoint(request: web.Request) -> web.Response:
     if not data.get("enabled_events"):
         raise _missing("enabled_events")
     version = data.get("api_version") or None
-    if version is not None and version != stripe_compat.api_version():
+    if version is not None and version != compat.api_version():
         # Stripe would render this endpoint's events in that version; the stand-in knows one.
         raise invalid_request(
-            f"The Stripe stand-in renders events only in API version {stripe_compat.api_version()}, "
-            f"not {version}.",
+            f"The Stripe stand-in renders events only in API version {compat.api_version()}, not {version}.",
             param="api_version",
         )
     if try_convert_to_bool(data.get("connect")) is True:
         raise invalid_request("The Stripe stand-in has no Connect accounts.", param="connect")
     endpoint = WebhookEndpoint(
-        id=stripe_events.new_id("we_"),
+        id=events.new_id("we_"),
         url=_endpoint_url(data["url"]),
-        secret=stripe_events.new_id("whsec_", 32),
+        secret=events.new_id("whsec_", 32),
         enabled_events=_enabled_events(data["enabled_events"]),
         created=int(time.time()),
         description=data.get("description") or None,

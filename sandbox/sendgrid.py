@@ -8,7 +8,7 @@ and an `X-Message-Id` header (200 and nothing kept when `mail_settings.sandbox_m
 
 Standard library only, so it runs without Django: in a thread of the test process
 (`SendGridSandbox(api_key=...).start()`), from `manage.py sandbox_sendgrid`, or as
-`python -m integrations.sandbox.sendgrid_server --port 8425 --api-key SG.local-sandbox-key`.
+`python -m sandbox.sendgrid --port 8425 --api-key SG.local-sandbox-key`.
 
 Besides the API it serves, for people and tests:
 - `GET /`: the inbox, every accepted message newest first (HTML).

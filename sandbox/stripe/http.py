@@ -28,10 +28,10 @@ from typing import Any
 
 from aiohttp import web
 
-from payments.sandbox import stripe_compat
-from payments.sandbox.stripe_events import STATE, new_id
+from sandbox.stripe import compat
+from sandbox.stripe.events import STATE, new_id
 
-logger = logging.getLogger("payments.sandbox.stripe")
+logger = logging.getLogger("sandbox.stripe")
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60
 _OBJECT_PATH = re.compile(r"^/v1/(?P<kind>[a-z_]+)s/(?P<id>[A-Za-z0-9_]+)(?:/|$)")
@@ -50,13 +50,13 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
         return await handler(request)
     request_id = new_id("req_", 14)
     key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
-    token = stripe_compat.CURRENT_REQUEST.set({"id": request_id, "idempotency_key": key})
+    token = compat.CURRENT_REQUEST.set({"id": request_id, "idempotency_key": key})
     try:
         response = await handler(request)
     finally:
-        stripe_compat.CURRENT_REQUEST.reset(token)
+        compat.CURRENT_REQUEST.reset(token)
     response.headers["Request-Id"] = request_id
-    response.headers["Stripe-Version"] = stripe_compat.api_version()
+    response.headers["Stripe-Version"] = compat.api_version()
     if key:
         response.headers["Idempotency-Key"] = key
     return response
@@ -140,7 +140,7 @@ async def idempotency(request: web.Request, handler: Any) -> web.StreamResponse:
         replay.headers["Idempotent-Replayed"] = "true"
         replay.headers["Original-Request"] = stored.request_id
         return replay
-    current = stripe_compat.CURRENT_REQUEST.get() or {}
+    current = compat.CURRENT_REQUEST.get() or {}
     stored = _Stored(path=request.path, params=params, created=now, request_id=str(current.get("id")))
     STATE.idempotency[scope] = stored
     try:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import functools
 import html
 import json
 import re
@@ -965,6 +966,38 @@ def _inbox_html(state: SheetsState) -> str:
                 parts.append("</table>")
         parts.append("</body></html>")
     return "".join(parts)
+
+
+# --- A throwaway service account key ---------------------------------------------------------
+
+
+@functools.cache
+def _throwaway_private_key() -> str:
+    """An RSA key made at run time, once per process (never stored, never a real Google key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def throwaway_service_account(api_base: str) -> dict[str, Any]:
+    """A service account key whose token_uri is the token endpoint of the stand-in at `api_base`
+    (the sandbox app puts one in GOOGLE_SERVICE_ACCOUNT_JSON when that is empty)."""
+    return {
+        "type": "service_account",
+        "project_id": "cis-sandbox",
+        "private_key_id": "sandbox",
+        "private_key": _throwaway_private_key(),
+        "client_email": "orders-sync@cis-sandbox.iam.gserviceaccount.com",
+        "client_id": "100000000000000000000",
+        "token_uri": f"{api_base.rstrip('/')}/token",
+    }
+
+
+# --- The server ------------------------------------------------------------------------------
 
 
 class _Server(ThreadingHTTPServer):

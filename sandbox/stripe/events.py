@@ -23,9 +23,9 @@ from typing import Any
 
 import aiohttp
 
-from payments.sandbox import stripe_compat
+from sandbox.stripe import compat
 
-logger = logging.getLogger("payments.sandbox.stripe")
+logger = logging.getLogger("sandbox.stripe")
 
 
 @dataclass
@@ -165,11 +165,11 @@ def fail_refund_later(refund: Any) -> None:
     with `expired_or_canceled_card` (refund.updated, charge.refund.updated, refund.failed)."""
 
     async def later() -> None:
-        stripe_compat.CURRENT_REQUEST.set(None)  # caused by no API request, like Stripe's own
+        compat.CURRENT_REQUEST.set(None)  # caused by no API request, like Stripe's own
         await asyncio.sleep(STATE.async_delay)
         previous = {"status": refund.status}
         refund.status = "failed"
-        refund._failure_reason = stripe_compat.REFUND_FAILURE_REASON
+        refund._failure_reason = compat.REFUND_FAILURE_REASON
         for event_type in ("refund.updated", "charge.refund.updated"):
             emit(event_type, refund, previous_attributes=previous)
         emit("refund.failed", refund)

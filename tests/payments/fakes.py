@@ -1,4 +1,4 @@
-"""An in-memory `PaymentGateway` for unit tests of the payment services.
+"""An in-memory `PaymentGateway` (a fake of our own port) for unit tests of the payment services.
 
 It keeps intents and refunds in dictionaries, honours idempotency keys the way Stripe does (the
 same key with the same parameters returns the first answer; with other parameters it is refused
