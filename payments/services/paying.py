@@ -46,7 +46,6 @@ def stale_claim() -> timedelta:
     return timedelta(seconds=max(90, 3 * int(settings.STRIPE_TIMEOUT_SECONDS) + 30))
 
 
-# --- paying ---------------------------------------------------------------------------------
 def payment_confirm(
     *,
     order_id: uuid.UUID,
@@ -279,9 +278,8 @@ def payment_apply_intent(
         if event_created and event_created < payment.last_event_created:
             return IntentApplied(payment, stale=True)
         if payment.intent_id and intent.intent_id and intent.intent_id != payment.intent_id:
-            return IntentApplied(
-                payment, stale=True
-            )  # another intent's report: never replaces the one we know
+            # Another intent's report: never replaces the one we know.
+            return IntentApplied(payment, stale=True)
         current = PaymentStatus(payment.status)
         new_status = _advance(current, intent)
         if new_status is None:
