@@ -1,8 +1,7 @@
-"""The integrations API for staff: the delivery ledger and retrying dead letters."""
+"""The integrations API for staff: the delivery ledger and retrying dead letters. Thin views over
+the selectors and services."""
 
 from __future__ import annotations
-
-import uuid
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers
@@ -13,8 +12,8 @@ from rest_framework.views import APIView
 
 from access.permissions import HasScopes
 from core.serializers import ErrorSerializer
-from integrations import services
-from integrations.models import Delivery, DeliveryState
+from integrations import selectors, services
+from integrations.models import DeliveryState
 from orders import services as order_services
 
 
@@ -57,11 +56,8 @@ class DeliveryListApi(APIView):
     def get(self, request: Request) -> Response:
         query = DeliveryListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        rows = Delivery.objects.order_by("-created_at")
-        for name in ("state", "integration", "order_id"):
-            if query.validated_data.get(name):
-                rows = rows.filter(**{name: query.validated_data[name]})
-        return Response(DeliveryOutputSerializer(rows[: query.validated_data["limit"]], many=True).data)
+        rows = selectors.delivery_list(**query.validated_data)
+        return Response(DeliveryOutputSerializer(rows, many=True).data)
 
 
 class DeliveryRetryApi(APIView):
@@ -82,10 +78,8 @@ class DeliveryRetryApi(APIView):
         description="Send a dead (or retrying) delivery again now, with a fresh set of attempts.",
     )
     def post(self, request: Request, delivery_id: str) -> Response:
-        try:
-            key = uuid.UUID(delivery_id)
-            Delivery.objects.get(id=key)
-        except (ValueError, Delivery.DoesNotExist) as exc:
-            raise NotFound(f"No delivery {delivery_id}.") from exc
-        delivery = services.delivery_retry(delivery_id=key, actor=order_services.actor_for(request.user))
+        found = selectors.delivery_get(delivery_id=delivery_id)
+        if found is None:
+            raise NotFound(f"No delivery {delivery_id}.")
+        delivery = services.delivery_retry(delivery_id=found.id, actor=order_services.actor_for(request.user))
         return Response(DeliveryOutputSerializer(delivery).data)

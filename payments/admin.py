@@ -31,6 +31,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 
+from core.errors import ApplicationError
 from orders import services as order_services
 from orders.admin import OrderAdmin
 from orders.admin_repository import (
@@ -152,7 +153,7 @@ def refund_orders(
                 reason=reason,
                 requested_by=request.user,
             )
-        except OrderError as exc:
+        except (OrderError, ApplicationError) as exc:
             messages.error(request, f"Order {order_id} not refunded: {exc.message}")
         except GatewayError as exc:
             messages.error(request, f"Order {order_id} not refunded: {exc}")
@@ -415,7 +416,7 @@ class PaymentAdmin(ReadOnlyAdmin):
                 services.payment_review_decide(
                     payment_id=payment.id, accept=accept, actor=order_services.actor_for(request.user)
                 )
-            except OrderError as exc:
+            except (OrderError, ApplicationError) as exc:
                 self.message_user(request, f"Payment {payment.id}: {exc}", messages.ERROR)
             else:
                 done += 1

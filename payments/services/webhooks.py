@@ -1,0 +1,283 @@
+"""Stripe's webhook events: stored once, applied in one transaction with their effects.
+
+Intent events go through `payment_apply_intent`, refund events through `refund_apply`; a refund
+made outside the system (the Dashboard) gets a row of its own, and a dispute alerts staff.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+
+from orders.domain import Actor
+from orders.repositories import get_order_repository
+from payments.gateways.base import IntentResult, RefundResult, WebhookEventData, get_payment_gateway
+from payments.models import (
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    WebhookEvent,
+    WebhookRefusal,
+    WebhookResult,
+)
+from payments.services.common import _alert
+from payments.services.paying import payment_apply_intent
+from payments.services.refunds import _refund_status, refund_apply
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_ACTOR = Actor.system("stripe-webhook")
+INTENT_EVENTS = frozenset(
+    {
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "payment_intent.canceled",
+        "payment_intent.processing",
+        "payment_intent.requires_action",
+    }
+)
+# Events about one refund (data.object is the refund).
+REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"})
+# Events about a charge's refunds (data.object is the charge, which no longer lists them).
+CHARGE_REFUND_EVENTS = frozenset({"charge.refunded"})
+DISPUTE_EVENTS = frozenset({"charge.dispute.created"})
+# The event types the endpoint at Stripe must send (README; `manage.py stripe_webhook_endpoint`).
+HANDLED_EVENTS = tuple(sorted(INTENT_EVENTS | REFUND_EVENTS | CHARGE_REFUND_EVENTS | DISPUTE_EVENTS))
+
+
+def webhook_receive(*, event: WebhookEventData) -> WebhookEvent:
+    """Store a verified event once and process it. A repeat delivery of a processed event
+    changes nothing; a processing failure is recorded on the event and raised (answer 500)."""
+    try:
+        with transaction.atomic():
+            stored, created = WebhookEvent.objects.get_or_create(
+                event_id=event.id,
+                defaults={"type": event.type, "created": event.created, "payload": event.payload},
+            )
+    except IntegrityError:  # the same event arriving twice at once
+        stored, created = WebhookEvent.objects.get(event_id=event.id), False
+    if not created:
+        WebhookEvent.objects.filter(pk=stored.pk).update(deliveries=F("deliveries") + 1)
+        if stored.processed_at is not None:
+            return stored
+    return webhook_process(event_pk=stored.pk)
+
+
+def webhook_process(*, event_pk: int, again: bool = False) -> WebhookEvent:
+    """Apply a stored event (again, with `again`, for a replay), in one transaction with its
+    effects; on failure everything rolls back and the error is recorded on the event. What the
+    event needs from Stripe is asked before the transaction opens: no lock waits on Stripe."""
+    try:
+        fetched = _fetch_for(WebhookEvent.objects.get(pk=event_pk))
+        with transaction.atomic():
+            stored = WebhookEvent.objects.select_for_update().get(pk=event_pk)
+            if stored.processed_at is not None and not again:
+                return stored
+            stored.result = _dispatch(stored, fetched)
+            stored.processed_at = timezone.now()
+            stored.error = ""
+            stored.attempts += 1
+            stored.save()
+            return stored
+    except Exception as exc:
+        WebhookEvent.objects.filter(pk=event_pk).update(
+            result=WebhookResult.FAILED,
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            attempts=F("attempts") + 1,
+        )
+        logger.exception(
+            "Webhook event %s failed: %s",
+            event_pk,
+            exc,
+            extra={"event": "webhook.failed", "error_class": type(exc).__name__},
+        )
+        raise
+
+
+def _fetch_for(stored: WebhookEvent) -> list[RefundResult] | None:
+    """The refunds a `charge.refunded` event is about, listed at Stripe (the charge no longer
+    carries them); None for any other event, or when the charge is not one of our payments."""
+    if stored.type not in CHARGE_REFUND_EVENTS:
+        return None
+    event = get_payment_gateway().parse_event(stored.payload)
+    if event.charge is None or not event.charge.intent_id:
+        return None
+    if not Payment.objects.filter(intent_id=event.charge.intent_id).exists():
+        return None
+    return get_payment_gateway().find_refunds(intent_id=event.charge.intent_id)
+
+
+def _dispatch(stored: WebhookEvent, fetched: list[RefundResult] | None = None) -> str:
+    event = get_payment_gateway().parse_event(stored.payload)
+    if stored.type in INTENT_EVENTS and event.intent is not None:
+        return _dispatch_intent(event.intent, created=stored.created)
+    if stored.type in REFUND_EVENTS and event.refund is not None:
+        return _apply_refund_report(event.refund)
+    if stored.type in CHARGE_REFUND_EVENTS and event.charge is not None:
+        # The charge says only how much is refunded in all; its refunds are listed at Stripe.
+        if fetched is None:
+            return WebhookResult.UNKNOWN_PAYMENT
+        results = {_apply_refund_report(r) for r in fetched}
+        return WebhookResult.FLAGGED if WebhookResult.FLAGGED in results else WebhookResult.PROCESSED
+    if stored.type in DISPUTE_EVENTS and event.payload["data"]["object"].get("object") == "dispute":
+        return _dispute_opened(event.payload["data"]["object"])
+    return WebhookResult.UNHANDLED
+
+
+def _dispatch_intent(intent: IntentResult, *, created: int) -> str:
+    payment = Payment.objects.filter(intent_id=intent.intent_id).first() if intent.intent_id else None
+    if payment is None:
+        payment = _payment_by_metadata(intent)
+    if payment is None:
+        return WebhookResult.UNKNOWN_PAYMENT
+    applied = payment_apply_intent(
+        payment_id=payment.id, intent=intent, actor=WEBHOOK_ACTOR, event_created=created
+    )
+    return WebhookResult.STALE if applied.stale else WebhookResult.PROCESSED
+
+
+def _payment_by_metadata(intent: IntentResult) -> Payment | None:
+    """The payment an intent we do not know by id belongs to, by our metadata: the attempt that
+    never learnt its intent id (we stopped mid-call). An intent for an attempt that already has
+    another intent, if it took money, is an unexpected charge: recorded as a reversed payment of
+    its own (refunded automatically), never put in place of the intent we know."""
+    try:
+        order_id = uuid.UUID(intent.metadata.get("order_id", ""))
+    except ValueError:
+        return None
+    attempt = intent.metadata.get("attempt", "")
+    candidate = (
+        Payment.objects.filter(order_id=order_id, attempt=int(attempt)).first() if attempt.isdigit() else None
+    )
+    if candidate is not None and not candidate.intent_id:
+        return candidate
+    if not intent.succeeded or not Payment.objects.filter(order_id=order_id).exists():
+        return None  # nothing taken, or not an order of ours
+    latest = Payment.objects.filter(order_id=order_id).order_by("-attempt").first()
+    order = get_order_repository().get(order_id)
+    try:
+        with transaction.atomic():
+            # What the order asks for, so the intent is judged against the order, not itself.
+            return Payment.objects.create(
+                order_id=order_id,
+                attempt=latest.attempt + 1,
+                intent_id=intent.intent_id,
+                amount_minor=order.total_minor,
+                currency=order.currency,
+                status=PaymentStatus.CREATING,
+            )
+    except IntegrityError:  # the same report, delivered twice at once
+        return Payment.objects.filter(intent_id=intent.intent_id).first()
+
+
+def _apply_refund_report(result: RefundResult) -> str:
+    """Apply what Stripe says of one refund: to our row, found by Stripe's id or by the
+    `refund_id` we put in its metadata (so the webhook and the API answer complete the same row,
+    whichever comes first), or to a new row for a refund made elsewhere (the Dashboard),
+    bounded by what is left of the payment."""
+    refund = Refund.objects.filter(provider_refund_id=result.refund_id).first()
+    if refund is None and result.metadata.get("refund_id"):
+        try:
+            refund = Refund.objects.filter(id=uuid.UUID(result.metadata["refund_id"])).first()
+        except ValueError:
+            refund = None
+        if refund is not None and refund.provider_refund_id not in (None, "", result.refund_id):
+            refund = None  # our id on another refund of Stripe's: not ours to complete
+    flagged = False
+    if refund is None:
+        refund, flagged = _record_outside_refund(result)
+        if refund is None:
+            return WebhookResult.FLAGGED if flagged else WebhookResult.UNKNOWN_PAYMENT
+    refund_apply(refund_id=refund.id, result=result, actor=WEBHOOK_ACTOR)
+    return WebhookResult.FLAGGED if flagged or refund.flag else WebhookResult.PROCESSED
+
+
+def _record_outside_refund(result: RefundResult) -> tuple[Refund | None, bool]:
+    """A row for a refund made outside the system; (None, flagged) when there is nothing to
+    record. Never more than what is left of the payment: the excess is flagged and alerted."""
+    if not result.intent_id:
+        return None, False
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().filter(intent_id=result.intent_id).first()
+        if payment is None:
+            return None, False
+        existing = Refund.objects.filter(provider_refund_id=result.refund_id).first()
+        if existing is not None:  # recorded while we waited for the lock
+            return existing, False
+        amount, flag = result.amount_minor, ""
+        if _refund_status(result.status) in {RefundStatus.PENDING, RefundStatus.SUCCEEDED}:
+            # What Stripe holds as refunded: ours that succeeded or that it acknowledged (a
+            # pending row without Stripe's id may never have reached it).
+            known = payment.refunds.filter(
+                Q(status=RefundStatus.SUCCEEDED)
+                | Q(status=RefundStatus.PENDING, provider_refund_id__isnull=False)
+            ).aggregate(total=Sum("amount_minor"))["total"]
+            left = max(0, payment.amount_received_minor - int(known or 0))
+            if amount > left:
+                flag = (
+                    f"Stripe reported a refund of {amount} ({payment.currency}, minor units), but only {left}"
+                    f" of the {payment.amount_received_minor} received was left: {amount - left} not counted."
+                )
+                _alert(
+                    "Refund %s of order %s exceeds what was paid: %s",
+                    result.refund_id,
+                    payment.order_id,
+                    flag,
+                    extra={
+                        "event": "refund.excess",
+                        "order_id": payment.order_id,
+                        "error_class": "RefundExcess",
+                    },
+                )
+                amount = left
+        if amount <= 0:
+            return None, bool(flag)
+        refund = Refund.objects.create(
+            payment=payment,
+            amount_minor=amount,
+            provider_refund_id=result.refund_id,
+            actor=str(WEBHOOK_ACTOR),
+            reason="Made outside the system",
+            flag=flag,
+        )
+    return refund, bool(flag)
+
+
+def _dispute_opened(dispute: dict[str, Any]) -> str:
+    intent_id = dispute.get("payment_intent") or ""
+    payment = (
+        Payment.objects.filter(intent_id=intent_id).first()
+        if isinstance(intent_id, str) and intent_id
+        else None
+    )
+    if payment is None:
+        return WebhookResult.UNKNOWN_PAYMENT
+    _alert(
+        "The customer disputes payment %s of order %s (%s %s, reason %s): answer it in Stripe's Dashboard",
+        payment.id,
+        payment.order_id,
+        dispute.get("amount"),
+        str(dispute.get("currency") or "").upper(),
+        dispute.get("reason") or "unknown",
+        extra={"event": "payment.disputed", "order_id": payment.order_id, "error_class": "Dispute"},
+    )
+    return WebhookResult.FLAGGED
+
+
+def webhook_refusal_record(*, reason: str, size: int, source: str | None, signed: bool) -> None:
+    """Keep a record of a refused webhook request (never its body); only the newest
+    STRIPE_WEBHOOK_REFUSALS_KEPT are kept, pruned every 100 records."""
+    try:
+        refusal = WebhookRefusal.objects.create(reason=reason[:300], size=size, source=source, signed=signed)
+        if refusal.pk % 100 == 0:
+            keep = settings.STRIPE_WEBHOOK_REFUSALS_KEPT
+            WebhookRefusal.objects.filter(pk__lte=refusal.pk - keep).delete()
+    except Exception:  # the refusal is answered and logged even if it cannot be kept
+        logger.exception("Could not record a refused webhook")
