@@ -18,6 +18,7 @@ The admin site (`orders.admin_site.CisAdminSite`) mounts them with `urls(site)`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -161,7 +162,7 @@ def list_view(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
         except OrderValidationError as exc:  # a cursor from another listing, or tampered with
             messages.error(request, f"{error_text(exc)} Showing the first page.")
             cursor = None
-            page = repository.list(OrderQuery(**{**_fields(query), "cursor": None}))
+            page = repository.list(dataclasses.replace(query, cursor=None))
         orders, next_cursor = page.orders, page.next_cursor
         if q and not orders and not cursor:
             note = f"No order matches {q!r}."
@@ -199,10 +200,6 @@ def list_view(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
         "filter_form": form,
     }
     return TemplateResponse(request, LIST_TEMPLATE, context)
-
-
-def _fields(query: OrderQuery) -> dict[str, Any]:
-    return {name: getattr(query, name) for name in query.__dataclass_fields__}
 
 
 def _row(order: Order) -> dict[str, Any]:
