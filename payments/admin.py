@@ -196,13 +196,7 @@ def refund_in_full(request: HttpRequest, orders: Sequence[Order]) -> None:
 def refund_amount(request: HttpRequest, orders: Sequence[Order]) -> HttpResponse | None:
     """The selected orders' refund form; once applied, back to the list with the outcomes."""
     form = RefundForm(request.POST if "apply" in request.POST else None, order_count=len(orders))
-    if form.is_valid():
-        refund_orders(
-            request,
-            [order.id for order in orders],
-            amount_minor=form.cleaned_data["amount_minor"],
-            reason=form.cleaned_data["reason"],
-        )
+    if _refund_with(request, orders, form):
         return None
     return _refund_page(request, orders, form, via_action=True)
 
@@ -210,15 +204,22 @@ def refund_amount(request: HttpRequest, orders: Sequence[Order]) -> HttpResponse
 def refund_page(request: HttpRequest, order: Order) -> HttpResponse:
     """The refund page of one order, linked from its payments panel; back to the order after."""
     form = RefundForm(request.POST if request.method == "POST" else None)
-    if form.is_valid():
-        refund_orders(
-            request,
-            [order.id],
-            amount_minor=form.cleaned_data["amount_minor"],
-            reason=form.cleaned_data["reason"],
-        )
+    if _refund_with(request, [order], form):
         return HttpResponseRedirect(reverse("admin:orders_order_change", args=[order.id]))
     return _refund_page(request, [order], form, via_action=False)
+
+
+def _refund_with(request: HttpRequest, orders: Sequence[Order], form: RefundForm) -> bool:
+    """Refund the orders as the (bound, valid) form says; False when there is nothing to apply."""
+    if not form.is_valid():
+        return False
+    refund_orders(
+        request,
+        [order.id for order in orders],
+        amount_minor=form.cleaned_data["amount_minor"],
+        reason=form.cleaned_data["reason"],
+    )
+    return True
 
 
 def _refund_page(
