@@ -46,7 +46,7 @@ DEBUG = env.bool("DJANGO_DEBUG", default=DJANGO_ENV == "development")
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "orders.apps.CisAdminConfig",  # django.contrib.admin, with the one order admin
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -1,17 +1,16 @@
 """Staff screens for the fan-out: the delivery ledger with its dead letters, circuit changes,
 and, on each order's page, its deliveries and a "resend confirmation email" action.
 
-`orders` and `payments` must not import `integrations`, so the order's admin is extended from
-here, as `payments.admin` does for payments: `FanoutOrderAdmin` on the ORM order page, and a
-panel and an action registered for the order store pages (`orders.admin_repository`).
+`orders` and `payments` must not import `integrations`, so the one order admin (`orders.admin`)
+is extended from here through its registry, as `payments.admin` does for payments.
 """
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
@@ -19,16 +18,15 @@ from django.utils.safestring import SafeString
 
 from integrations import services
 from integrations.models import CircuitEvent, Delivery, DeliveryState
-from orders import models as order_models
 from orders import services as order_services
-from orders.admin_repository import (
+from orders.admin.registry import (
     OrderAdminAction,
     OrderAdminPanel,
+    each_order,
     register_order_admin_action,
     register_order_admin_panel,
 )
-from orders.domain import OrderError
-from payments.admin import PaymentsOrderAdmin
+from orders.domain import Order
 
 
 @admin.register(Delivery)
@@ -103,10 +101,10 @@ class CircuitEventAdmin(admin.ModelAdmin):
         return False
 
 
-# --- the order's deliveries: shared by the ORM order page and the order store page ----------
-def deliveries_panel_html(order_id: uuid.UUID) -> SafeString:
+# --- the order's page: its deliveries, and resending the confirmation email ----------------
+def deliveries_panel(request: HttpRequest, order: Order) -> SafeString:
     """The order's deliveries (one row per integration, event and version) as an HTML table."""
-    rows = Delivery.objects.filter(order_id=order_id).order_by("created_at")
+    rows = Delivery.objects.filter(order_id=order.id).order_by("created_at")
     if not rows:
         return format_html("{}", "None yet.")
     body = format_html_join(
@@ -132,54 +130,27 @@ def deliveries_panel_html(order_id: uuid.UUID) -> SafeString:
     )
 
 
-def resend_confirmation_email(request: HttpRequest, order_id: uuid.UUID) -> str:
-    """Queue the order's confirmation email again; `OrderError` when it has none to resend."""
-    delivery = services.delivery_resend_email(order_id=order_id, actor=order_services.actor_for(request.user))
-    return f"Order {order_id}: confirmation email queued again ({delivery.id})."
+def resend_confirmation_email(request: HttpRequest, orders: Sequence[Order]) -> None:
+    """Queue each order's confirmation email again; an order with none to resend is an error."""
+
+    def resend(order: Order) -> str:
+        delivery = services.delivery_resend_email(
+            order_id=order.id, actor=order_services.actor_for(request.user)
+        )
+        return f"Order {order.id}: confirmation email queued again ({delivery.id})."
+
+    each_order(request, orders, resend)
 
 
-class FanoutOrderAdmin(PaymentsOrderAdmin):
-    """The order's admin with its deliveries and a "resend confirmation email" action."""
-
-    readonly_fields = [*PaymentsOrderAdmin.readonly_fields, "deliveries_summary"]
-    fieldsets = [
-        *PaymentsOrderAdmin.fieldsets,
-        ("Deliveries (email, sheet, notification)", {"fields": ["deliveries_summary"]}),
-    ]
-    actions = [*PaymentsOrderAdmin.actions, "resend_confirmation_email"]
-
-    @admin.display(description="Deliveries")
-    def deliveries_summary(self, order: order_models.Order) -> SafeString:
-        return deliveries_panel_html(order.id)
-
-    @admin.action(description="Resend the confirmation email")
-    def resend_confirmation_email(self, request: HttpRequest, queryset: QuerySet[order_models.Order]) -> None:
-        for order_id in queryset.values_list("id", flat=True):
-            try:
-                message = resend_confirmation_email(request, order_id)
-            except OrderError as exc:
-                self.message_user(request, f"Order {order_id}: {exc.message}", level=messages.ERROR)
-            else:
-                self.message_user(request, message)
-
-
-admin.site.unregister(order_models.Order)
-admin.site.register(order_models.Order, FanoutOrderAdmin)
-
-
-# The same section and action on the order store page (orders.admin_repository), which works
-# with every order repository adapter.
 register_order_admin_panel(
     OrderAdminPanel(
-        name="deliveries",
-        title="Deliveries (email, sheet, notification)",
-        render=lambda request, order: deliveries_panel_html(order.id),
+        name="deliveries", title="Deliveries (email, sheet, notification)", render=deliveries_panel
     )
 )
 register_order_admin_action(
     OrderAdminAction(
         name="resend_confirmation_email",
         label="Resend the confirmation email",
-        handler=lambda request, order: resend_confirmation_email(request, order.id),
+        handler=resend_confirmation_email,
     )
 )

@@ -3,10 +3,9 @@ through the same service as the API, read-only lists of payments and refunds, an
 webhook events with a replay action.
 
 Payments point at orders by id (orders may live outside this database) and `orders` must not
-import `payments`, so the order's pages are extended from here: `PaymentsOrderAdmin` replaces the
-orders app's `OrderAdmin` in the admin site, and the order store pages (`orders.admin_repository`,
-which work with every order repository) get the same payments panel and a "refund in full"
-action through its registry. The refund page reads the order through the repository too.
+import `payments`, so the one order admin (`orders.admin`) is extended from here, through its
+registry: the payments panel, "Refund in full", "Refund an amount…" for the selected orders, and
+the refund page of one order (`admin:orders_order_refund`).
 """
 
 from __future__ import annotations
@@ -16,39 +15,34 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 
 from core.errors import ApplicationError
 from orders import services as order_services
-from orders.admin import OrderAdmin
-from orders.admin_repository import (
+from orders.admin.registry import (
     OrderAdminAction,
+    OrderAdminPage,
     OrderAdminPanel,
     register_order_admin_action,
+    register_order_admin_page,
     register_order_admin_panel,
-    store_detail_url,
 )
 from orders.domain import Order, OrderError
-from orders.models import Order as OrderRow
-from orders.repositories import get_order_repository
 from payments import selectors, services
 from payments.gateways.base import GatewayError
 from payments.models import Payment, Refund, RefundStatus, WebhookEvent, WebhookRefusal
 
 REFUND_TEMPLATE = "admin/payments/refund.html"
+REFUND_PERMISSION = "payments.add_refund"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -74,11 +68,11 @@ def _payment_link(payment: Payment, text: Any) -> SafeString:
     )
 
 
-# --- the order's payments: shared by the ORM order page and the order store page ------------
-def payments_panel_html(order_id: uuid.UUID, *, refund_url: str | None) -> SafeString | str:
-    """The order's payments and refunds as HTML tables, with a link to `refund_url` (if given)
-    while something is left to refund."""
-    payments = list(selectors.payments_of_order(order_id=order_id))
+# --- the order's page: its payments and refunds ---------------------------------------------
+def payments_panel(request: HttpRequest, order: Order) -> SafeString | str:
+    """The order's payments and refunds as HTML tables, with a link to its refund page while
+    something is left to refund (for staff who may refund)."""
+    payments = list(selectors.payments_of_order(order_id=order.id))
     if not payments:
         return "No payment yet."
     payment_rows = format_html_join(
@@ -126,8 +120,11 @@ def payments_panel_html(order_id: uuid.UUID, *, refund_url: str | None) -> SafeS
         else format_html("<p>{}</p>", "No refunds.")
     )
     refund_link = (
-        format_html('<p><a class="button" href="{}">Refund…</a></p>', refund_url)
-        if refund_url and selectors.refund_position(order_id)["left"] > 0
+        format_html(
+            '<p><a class="button" href="{}">Refund…</a></p>',
+            reverse("admin:orders_order_refund", args=[order.id]),
+        )
+        if request.user.has_perm(REFUND_PERMISSION) and selectors.refund_position(order.id)["left"] > 0
         else ""
     )
     return format_html(
@@ -140,6 +137,7 @@ def payments_panel_html(order_id: uuid.UUID, *, refund_url: str | None) -> SafeS
     )
 
 
+# --- refunds --------------------------------------------------------------------------------
 def refund_orders(
     request: HttpRequest, order_ids: Sequence[uuid.UUID], *, amount_minor: int | None, reason: str
 ) -> None:
@@ -168,17 +166,6 @@ def refund_orders(
                 messages.error(request, f"{text} {refund.status}{detail}.")
 
 
-def _safe_next(request: HttpRequest) -> str:
-    """The `next` page the request asks to go back to, if it is one of this site's."""
-    target = request.POST.get("next") or request.GET.get("next") or ""
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return ""
-
-
-# --- the order's page -----------------------------------------------------------------------
 class RefundForm(forms.Form):
     amount_minor = forms.IntegerField(
         label="Amount (minor units)",
@@ -203,140 +190,79 @@ class RefundForm(forms.Form):
         return data
 
 
-class PaymentsOrderAdmin(OrderAdmin):
-    """The orders app's `OrderAdmin`, with the order's payments and refunds, and refund actions."""
-
-    readonly_fields = [*OrderAdmin.readonly_fields, "payments_summary"]
-    fieldsets = [
-        *OrderAdmin.fieldsets[:2],
-        ("Payments and refunds", {"fields": ["payments_summary"]}),
-        *OrderAdmin.fieldsets[2:],
-    ]
-    actions = [*OrderAdmin.actions, "refund_in_full", "refund_amount"]
-
-    def get_urls(self) -> list[URLPattern]:
-        refund = path(
-            "<path:object_id>/refund/",
-            self.admin_site.admin_view(self.refund_view),
-            name=f"{self.opts.app_label}_{self.opts.model_name}_refund",
-        )
-        return [refund, *super().get_urls()]
-
-    def has_refund_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("payments.add_refund")
-
-    # The payments section of the change page.
-    @admin.display(description="Payments")
-    def payments_summary(self, order: OrderRow) -> SafeString | str:
-        return payments_panel_html(order.id, refund_url=reverse("admin:orders_order_refund", args=[order.pk]))
-
-    def _refund(
-        self, request: HttpRequest, order_ids: Sequence[uuid.UUID], *, amount_minor: int | None, reason: str
-    ) -> None:
-        refund_orders(request, order_ids, amount_minor=amount_minor, reason=reason)
-
-    @admin.action(description="Refund selected orders in full", permissions=["refund"])
-    def refund_in_full(self, request: HttpRequest, queryset: QuerySet[OrderRow]) -> None:
-        self._refund(request, list(queryset.values_list("id", flat=True)), amount_minor=None, reason="")
-
-    @admin.action(description="Refund selected orders (choose an amount)…", permissions=["refund"])
-    def refund_amount(self, request: HttpRequest, queryset: QuerySet[OrderRow]) -> HttpResponse | None:
-        order_ids = list(queryset.values_list("id", flat=True))
-        if "apply" in request.POST:
-            form = RefundForm(request.POST, order_count=len(order_ids))
-            if form.is_valid():
-                self._refund(
-                    request,
-                    order_ids,
-                    amount_minor=form.cleaned_data["amount_minor"],
-                    reason=form.cleaned_data["reason"],
-                )
-                return None  # back to the list, with the messages
-        else:
-            form = RefundForm(order_count=len(order_ids))
-        return self._refund_page(request, order_ids, form, via_action=True)
-
-    def refund_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """The refund page for one order, linked from its change page and its order store page.
-
-        The order is read through the repository, so the page works whichever adapter stores
-        orders; afterwards it goes back to `next` (the order store page) or the change page.
-        """
-        if not self.has_refund_permission(request):
-            raise PermissionDenied
-        try:
-            order = get_order_repository().get(uuid.UUID(unquote(object_id)))
-        except (ValueError, OrderError):
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        if request.method == "POST":
-            form = RefundForm(request.POST)
-            if form.is_valid():
-                self._refund(
-                    request,
-                    [order.id],
-                    amount_minor=form.cleaned_data["amount_minor"],
-                    reason=form.cleaned_data["reason"],
-                )
-                back = _safe_next(request) or reverse("admin:orders_order_change", args=[order.id])
-                return HttpResponseRedirect(back)
-        else:
-            form = RefundForm()
-        return self._refund_page(request, [order.id], form, via_action=False)
-
-    def _refund_page(
-        self, request: HttpRequest, order_ids: Sequence[uuid.UUID], form: RefundForm, *, via_action: bool
-    ) -> TemplateResponse:
-        repository = get_order_repository()
-        rows = []
-        for order_id in order_ids:
-            try:
-                status = repository.get(order_id).status
-            except OrderError:
-                status = "not found"
-            rows.append({"id": order_id, "status": status, **selectors.refund_position(order_id)})
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Refund order" if len(order_ids) == 1 else "Refund orders",
-            "opts": self.opts,
-            "rows": rows,
-            "form": form,
-            "via_action": via_action,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media + form.media,
-        }
-        return TemplateResponse(request, REFUND_TEMPLATE, context)
+def refund_in_full(request: HttpRequest, orders: Sequence[Order]) -> None:
+    refund_orders(request, [order.id for order in orders], amount_minor=None, reason="")
 
 
-admin.site.unregister(OrderRow)
-admin.site.register(OrderRow, PaymentsOrderAdmin)
+def refund_amount(request: HttpRequest, orders: Sequence[Order]) -> HttpResponse | None:
+    """The selected orders' refund form; once applied, back to the list with the outcomes."""
+    form = RefundForm(request.POST if "apply" in request.POST else None, order_count=len(orders))
+    if _refund_with(request, orders, form):
+        return None
+    return _refund_page(request, orders, form, via_action=True)
 
 
-# The same section and refunds on the order store page (orders.admin_repository), which works
-# with every order repository adapter.
-def _store_payments_panel(request: HttpRequest, order: Order) -> SafeString | str:
-    refund_url = None
-    if request.user.has_perm("payments.add_refund"):
-        back = urlencode({"next": store_detail_url(order.id)})
-        refund_url = f"{reverse('admin:orders_order_refund', args=[order.id])}?{back}"
-    return payments_panel_html(order.id, refund_url=refund_url)
+def refund_page(request: HttpRequest, order: Order) -> HttpResponse:
+    """The refund page of one order, linked from its payments panel; back to the order after."""
+    form = RefundForm(request.POST if request.method == "POST" else None)
+    if _refund_with(request, [order], form):
+        return HttpResponseRedirect(reverse("admin:orders_order_change", args=[order.id]))
+    return _refund_page(request, [order], form, via_action=False)
 
 
-def _store_refund_in_full(request: HttpRequest, order: Order) -> None:
-    refund_orders(request, [order.id], amount_minor=None, reason="")
+def _refund_with(request: HttpRequest, orders: Sequence[Order], form: RefundForm) -> bool:
+    """Refund the orders as the (bound, valid) form says; False when there is nothing to apply."""
+    if not form.is_valid():
+        return False
+    refund_orders(
+        request,
+        [order.id for order in orders],
+        amount_minor=form.cleaned_data["amount_minor"],
+        reason=form.cleaned_data["reason"],
+    )
+    return True
+
+
+def _refund_page(
+    request: HttpRequest, orders: Sequence[Order], form: RefundForm, *, via_action: bool
+) -> TemplateResponse:
+    context = {
+        **admin.site.each_context(request),
+        "title": "Refund order" if len(orders) == 1 else "Refund orders",
+        "rows": [
+            {"id": order.id, "status": order.status, **selectors.refund_position(order.id)}
+            for order in orders
+        ],
+        "form": form,
+        "via_action": via_action,
+        "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        "media": form.media,
+    }
+    return TemplateResponse(request, REFUND_TEMPLATE, context)
 
 
 register_order_admin_panel(
-    OrderAdminPanel(name="payments", title="Payments and refunds", render=_store_payments_panel)
+    OrderAdminPanel(name="payments", title="Payments and refunds", render=payments_panel)
 )
 register_order_admin_action(
     OrderAdminAction(
         name="refund_in_full",
         label="Refund in full",
-        handler=_store_refund_in_full,
-        permission="payments.add_refund",
+        handler=refund_in_full,
+        permission=REFUND_PERMISSION,
         confirm="Refund all that is left of this order's payment now? This cannot be undone.",
     )
 )
+register_order_admin_action(
+    OrderAdminAction(
+        name="refund_amount",
+        label="Refund an amount…",
+        handler=refund_amount,
+        permission=REFUND_PERMISSION,
+        on_page=False,  # the order's page links to its refund page instead
+    )
+)
+register_order_admin_page(OrderAdminPage(name="refund", view=refund_page, permission=REFUND_PERMISSION))
 
 
 # --- payments and refunds -------------------------------------------------------------------

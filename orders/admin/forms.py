@@ -1,0 +1,88 @@
+"""The order admin's forms: the list's search and filters, the address and notes, a note."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+
+from orders.domain import Order, OrderStatus, ShippingAddress
+
+# The short reference customers see ("90385D94"): the order id's first 8 hex characters.
+REFERENCE = re.compile(r"^#?([0-9a-fA-F]{8})$")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSearch:
+    """What the search box asked for: exactly one of an order id, a reference or an email."""
+
+    order_id: uuid.UUID | None = None
+    reference: str | None = None
+    email: str | None = None
+
+
+def parse_search(q: str) -> OrderSearch | None:
+    """The search a box's text means, or None when it is none of an id, a reference or an email."""
+    q = q.strip()
+    try:
+        return OrderSearch(order_id=uuid.UUID(q))
+    except ValueError:
+        pass
+    if match := REFERENCE.match(q):
+        return OrderSearch(reference=match.group(1).lower())
+    if "@" in q and not any(character.isspace() for character in q):
+        return OrderSearch(email=q)
+    return None
+
+
+class OrderFilterForm(forms.Form):
+    q = forms.CharField(required=False, max_length=254)
+    status = forms.ChoiceField(choices=[("", "All"), *OrderStatus.choices()], required=False)
+    created_from = forms.DateField(required=False, label="Created from")
+    created_to = forms.DateField(required=False, label="Created to (inclusive)")
+    sort = forms.ChoiceField(choices=[("newest", "Newest first"), ("oldest", "Oldest first")], required=False)
+    cursor = forms.CharField(required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start, end = data.get("created_from"), data.get("created_to")
+        if start and end and start > end:
+            raise forms.ValidationError("The start date is after the end date.")
+        return data
+
+
+class OrderEditForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    line1 = forms.CharField(label="Address", max_length=200)
+    line2 = forms.CharField(label="Address line 2", max_length=200, required=False)
+    city = forms.CharField(max_length=100)
+    postal_code = forms.CharField(label="Postal code", max_length=20)
+    country = forms.RegexField(
+        regex=r"^[A-Za-z]{2}$",
+        max_length=2,
+        help_text="Two-letter country code.",
+        error_messages={"invalid": "Use a two-letter country code, such as US or DE."},
+        widget=forms.TextInput({"size": 2}),
+    )
+    notes = forms.CharField(max_length=2000, required=False, widget=forms.Textarea({"rows": 3, "cols": 60}))
+    # The version the form was made from: saving over someone else's newer change is refused.
+    version = forms.IntegerField(widget=forms.HiddenInput)
+
+    @classmethod
+    def for_order(cls, order: Order) -> OrderEditForm:
+        return cls(
+            initial={**order.shipping_address.as_dict(), "notes": order.notes, "version": order.version}
+        )
+
+    def clean_country(self) -> str:
+        return self.cleaned_data["country"].upper()
+
+    def shipping_address(self) -> ShippingAddress:
+        return ShippingAddress.from_dict(self.cleaned_data)
+
+
+class NoteForm(forms.Form):
+    text = forms.CharField(label="Note", max_length=2000, widget=forms.Textarea({"rows": 2, "cols": 60}))
