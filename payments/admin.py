@@ -36,7 +36,7 @@ from orders.admin.registry import (
     register_order_admin_page,
     register_order_admin_panel,
 )
-from orders.domain import Order, OrderError
+from orders.domain import Order
 from payments import selectors, services
 from payments.gateways.base import GatewayError
 from payments.models import Payment, Refund, RefundStatus, WebhookEvent, WebhookRefusal
@@ -151,7 +151,7 @@ def refund_orders(
                 reason=reason,
                 requested_by=request.user,
             )
-        except (OrderError, ApplicationError) as exc:
+        except ApplicationError as exc:
             messages.error(request, f"Order {order_id} not refunded: {exc.message}")
         except GatewayError as exc:
             messages.error(request, f"Order {order_id} not refunded: {exc}")
@@ -342,7 +342,7 @@ class PaymentAdmin(ReadOnlyAdmin):
                 services.payment_review_decide(
                     payment_id=payment.id, accept=accept, actor=order_services.actor_for(request.user)
                 )
-            except (OrderError, ApplicationError) as exc:
+            except ApplicationError as exc:
                 self.message_user(request, f"Payment {payment.id}: {exc}", messages.ERROR)
             else:
                 done += 1

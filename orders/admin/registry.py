@@ -16,7 +16,8 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.utils.safestring import SafeString
 
-from orders.domain import Order, OrderError
+from core.errors import ApplicationError
+from orders.domain import Order
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,7 @@ class OrderAdminAction:
 
     `handler(request, orders)` does the work through a service, reports each outcome through
     `django.contrib.messages` (see `each_order`) and returns None, or returns a page of its own
-    (an intermediate form). An `OrderError` it raises is shown as an error message. Staff need
+    (an intermediate form). An `ApplicationError` it raises is shown as an error message. Staff need
     `orders.change_order`, and `permission` too when it is set (for example
     "payments.add_refund"). `confirm`, when set, is asked in the browser first (for what cannot
     be undone).
@@ -92,11 +93,10 @@ def _register(registry: list[Any], item: Any) -> None:
     registry.append(item)
 
 
-def error_text(exc: OrderError) -> str:
+def error_text(exc: ApplicationError) -> str:
     """A domain error in words; a validation error's field messages say more than its summary."""
-    fields = getattr(exc, "fields", None)  # set by validation errors only
-    if isinstance(fields, dict) and fields:
-        return " ".join(str(text) for texts in fields.values() for text in texts)
+    if exc.fields:
+        return " ".join(str(text) for texts in exc.fields.values() for text in texts)
     return exc.message
 
 
@@ -108,7 +108,7 @@ def each_order(
     for order in orders:
         try:
             message = operation(order)
-        except OrderError as exc:
+        except ApplicationError as exc:
             text = error_text(exc)
             messages.error(request, text if len(orders) == 1 else f"Order {order.id}: {text}")
         else:

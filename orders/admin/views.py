@@ -39,6 +39,7 @@ from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
+from core.errors import ApplicationError
 from orders import services
 from orders.admin import registry
 from orders.admin.forms import NoteForm, OrderEditForm, OrderFilterForm, OrderSearch, parse_search
@@ -281,7 +282,7 @@ def _list_action(request: HttpRequest, repository: OrderRepository) -> HttpRespo
             try:
                 _transition_one(request, repository, order.id, to_status)
                 done += 1
-            except OrderError as exc:
+            except ApplicationError as exc:
                 messages.error(request, error_text(exc))
         if done:
             messages.success(request, f"{done} order(s) marked {to_status.label.lower()}.")
@@ -295,7 +296,7 @@ def _run_action(
 ) -> HttpResponse | None:
     try:
         return action.handler(request, orders)
-    except OrderError as exc:
+    except ApplicationError as exc:
         messages.error(request, error_text(exc))
         return None
 
@@ -341,7 +342,7 @@ def _run(request: HttpRequest, operation: Callable[[], str]) -> None:
     """Run one change; its message, or the domain error that refused it, becomes an admin message."""
     try:
         messages.success(request, operation())
-    except OrderError as exc:
+    except ApplicationError as exc:
         messages.error(request, error_text(exc))
 
 
