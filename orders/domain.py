@@ -419,10 +419,6 @@ class OrderQuery:
     newest_first: bool = True
     limit: int = 20
     cursor: str | None = None
-    # TEMP (replaced by h-orders): exact email, case-insensitive; the short reference (the id's
-    # first 8 hex characters), case-insensitive.
-    email: str | None = None
-    reference: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,4 @@ def _filters_fingerprint(query: OrderQuery) -> list[object]:
         query.created_from.isoformat() if query.created_from else None,
         query.created_to.isoformat() if query.created_to else None,
         query.newest_first,
-        query.email.lower() if query.email else None,  # TEMP (replaced by h-orders)
-        query.reference.lower() if query.reference else None,
     ]

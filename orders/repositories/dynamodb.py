@@ -604,23 +604,13 @@ class DynamoDbOrderRepository:
                 f"{index}sk": _s(sort_key),
             }
 
-        # TEMP (replaced by h-orders): email and reference filtered here, not by DynamoDB.
-        email = query.email.lower() if query.email else None
-        reference = query.reference.lower() if query.reference else None
-
-        def wanted_item(item: dict[str, Any]) -> bool:
-            return (email is None or item["email"]["S"].lower() == email) and (
-                reference is None or item["id"]["S"].startswith(reference)
-            )
-
-        filtered = filtered or bool(email or reference)
         wanted = query.limit + 1  # one more than the page, to know whether there is a next one
         found: list[dict[str, Any]] = []
         while len(found) < wanted:
             missing = wanted - len(found)
             request["Limit"] = max(missing, FILTERED_PAGE_SIZE) if filtered else missing
             response = self.client.query(TableName=self.table, **request)
-            found += [item for item in response.get("Items", []) if wanted_item(item)]
+            found += response.get("Items", [])
             if "LastEvaluatedKey" not in response:
                 break
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]

@@ -92,10 +92,6 @@ class DjangoOrderRepository:
             rows = rows.filter(created_at__gte=query.created_from)
         if query.created_to is not None:
             rows = rows.filter(created_at__lt=query.created_to)
-        if query.email:  # TEMP (replaced by h-orders)
-            rows = rows.filter(email__iexact=query.email)
-        if query.reference:
-            rows = rows.filter(id__istartswith=query.reference.lower())
         position = decode_cursor(query)
         if query.newest_first:
             rows = rows.order_by("-created_at", "-id")
