@@ -36,9 +36,10 @@ Global secondary indexes (all "sparse": only items carrying the key attributes a
 A listing queries the most selective index its filters allow (reference, email, customer,
 status, then all orders); the other filters are a FilterExpression on top of it. (``gsi5``, an
 index of outbox entries by id, is gone: `outbox_mark_relayed` gets the entries, whose keys it
-rebuilds. A table created before keeps it unused; ``aws dynamodb update-table
---global-secondary-index-updates '[{"Delete": {"IndexName": "gsi5"}}]'`` drops it, and orders
-stored before gsi6/gsi7 existed are indexed there by their next save.)
+rebuilds. A table created before keeps it unused, and lacks gsi6 and gsi7, which
+`create_tables` reports as missing but does not add: add them, and drop gsi5, with ``aws
+dynamodb update-table --global-secondary-index-updates``. Orders stored before gsi6/gsi7
+existed carry no keys for them until a one-off rewrite of their order items or their next save.)
 
 Hot partitions: gsi3 (and gsi4, and gsi2 for a popular status) put every order in one
 partition key value, and one partition takes about 1,000 writes/s (3,000 reads/s); a throttled
@@ -61,6 +62,9 @@ new line, event and outbox item) -> `DuplicateOrder`; `save` puts the whole orde
 carries no old item (``ReturnValuesOnConditionCheckFailure=ALL_OLD``). A TransactionConflict
 (another transaction on the same item at that moment) is retried twice with the same token.
 Lines are written once, by `add`; `save` never rewrites them.
+Stock stays in the project's database, which shares no transaction with this table
+(`shares_database_transaction = False`): the services settle each stock move by the outcome of
+the write it belongs to (`orders.services`, "Stock and the order store").
 
 Consistency
 -----------
