@@ -161,7 +161,7 @@ def worker(backend: str, orders: int, out: Path) -> None:
     requests: RequestCounter | None = None
     repository: OrderRepository
     if backend.startswith("dynamodb"):
-        from orders.repositories.dynamodb import DynamoDbOrderRepository, create_tables, new_dynamodb_client
+        from orders.repositories.dynamodb import DynamoDbOrderRepository, create_tables, dynamodb_client
 
         if backend == "dynamodb-local":
             settings.DYNAMODB_ENDPOINT_URL = f"http://127.0.0.1:{DYNAMODB_LOCAL_PORT}"
@@ -178,7 +178,7 @@ def worker(backend: str, orders: int, out: Path) -> None:
         settings.AWS_ACCESS_KEY_ID = "testing"
         settings.AWS_SECRET_ACCESS_KEY = "testing"  # noqa: S105 - the stand-ins accept any
         settings.DYNAMODB_TABLE = "cis-bench-orders"
-        client = new_dynamodb_client()
+        client = dynamodb_client()
         create_tables(client)
         requests = RequestCounter(client)
         repository = DynamoDbOrderRepository(client=client)

@@ -135,7 +135,7 @@ def outbox_relay(
             Delivery.objects.bulk_create(new, ignore_conflicts=True)
         # After the deliveries are committed, not inside their transaction: the order store may be
         # another database (DynamoDB), and its calls must not hold SQLite's one write lock.
-        repository.outbox_mark_relayed([message.id for message in messages])
+        repository.outbox_mark_relayed(messages)
         created += len(new)
         touched |= {row.integration for row in new}
         if len(messages) < limit:

@@ -6,10 +6,9 @@ import re
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,7 +17,7 @@ from access.permissions import HasScopes
 from access.throttling import client_address
 from core.serializers import ErrorSerializer
 from orders import selectors, services
-from orders.domain import IllegalTransition, Order, OrderStatus, ShippingAddress, can_transition
+from orders.domain import Order, OrderStatus, ShippingAddress
 from orders.repositories import get_order_repository
 from orders.serializers import (
     OrderCreateInputSerializer,
@@ -194,41 +193,17 @@ class OrderDetailApi(APIView):
         data = OrderUpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         changes = data.validated_data
-        if "status" in changes and not request.user.is_staff:
-            raise PermissionDenied("Only staff may change an order's status.")
-        wanted = OrderStatus(changes["status"]) if "status" in changes else order.status
-        # Refuse an illegal transition before anything else in the request is applied.
-        if wanted != order.status and not can_transition(order.status, wanted):
-            raise IllegalTransition(order.status, wanted)
-        repository = get_order_repository()
-        actor = services.actor_for(request.user)
-        with transaction.atomic():
-            order = self._apply(order, changes, repository=repository, actor=actor)
+        address = changes.get("shipping_address")
+        order = services.order_patch(
+            repository=get_order_repository(),
+            order_id=order.id,
+            actor=services.actor_for(request.user),
+            shipping_address=ShippingAddress.from_dict(address) if address else None,
+            notes=changes.get("notes"),
+            note=changes.get("note"),
+            status=OrderStatus(changes["status"]) if "status" in changes else None,
+        )
         return Response(_render_detail(order))
-
-    @staticmethod
-    def _apply(order: Order, changes: dict[str, Any], *, repository: Any, actor: Any) -> Order:
-        if "shipping_address" in changes or "notes" in changes:
-            address = changes.get("shipping_address")
-            order = services.order_update(
-                repository=repository,
-                order_id=order.id,
-                actor=actor,
-                shipping_address=ShippingAddress.from_dict(address) if address else None,
-                notes=changes.get("notes"),
-            )
-        if "note" in changes:
-            order = services.order_add_note(
-                repository=repository, order_id=order.id, actor=actor, text=changes["note"]
-            )
-        if "status" in changes and changes["status"] != order.status:
-            order = services.order_transition(
-                repository=repository,
-                order_id=order.id,
-                to_status=OrderStatus(changes["status"]),
-                actor=actor,
-            )
-        return order
 
     @extend_schema(
         operation_id="orders_cancel",

@@ -322,6 +322,11 @@ class Order:
     def is_guest(self) -> bool:
         return self.customer_id is None
 
+    @property
+    def reference(self) -> str:
+        """The short reference customers see: the first 8 hex digits of the id, upper case."""
+        return order_reference(self.id)
+
     def correct_to(
         self, to_status: OrderStatus, *, actor: Actor | str, reason: str, data: dict[str, Any]
     ) -> OrderEvent:
@@ -408,9 +413,22 @@ class Order:
         return self._change_status(to_status, actor=actor, data=data)
 
 
+REFERENCE_LENGTH = 8
+
+
+def order_reference(order_id: uuid.UUID) -> str:
+    """An order id's short reference ("90385D94"): its first 8 hex digits, upper case."""
+    return order_id.hex[:REFERENCE_LENGTH].upper()
+
+
 @dataclass(frozen=True, slots=True)
 class OrderQuery:
-    """What `OrderRepository.list` returns: filters, ordering and one page's cursor."""
+    """What `OrderRepository.list` takes: filters, ordering and one page's cursor.
+
+    `email` and `reference` are normalized on construction (trimmed, lower case), so adapters
+    compare them as given; a reference that is not 8 hex digits is refused with
+    `OrderValidationError`.
+    """
 
     customer_id: int | None = None  # None: every customer's orders (staff)
     status: OrderStatus | None = None
@@ -419,6 +437,19 @@ class OrderQuery:
     newest_first: bool = True
     limit: int = 20
     cursor: str | None = None
+    email: str | None = None  # the exact address, compared case-insensitively
+    reference: str | None = None  # the short reference (`Order.reference`), any case
+
+    def __post_init__(self) -> None:
+        if self.email is not None:
+            object.__setattr__(self, "email", self.email.strip().lower())
+        if self.reference is not None:
+            reference = self.reference.strip().lower()
+            if len(reference) != REFERENCE_LENGTH or any(c not in "0123456789abcdef" for c in reference):
+                raise OrderValidationError(
+                    {"reference": [f"A reference is the first {REFERENCE_LENGTH} hex digits of an order id."]}
+                )
+            object.__setattr__(self, "reference", reference)
 
 
 @dataclass(frozen=True, slots=True)

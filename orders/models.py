@@ -1,8 +1,12 @@
 """Database tables of the orders app.
 
 `Product` is the catalog. `Order`, `OrderLine`, `OrderEvent` and `OutboxEntry` are the storage
-of the ORM order repository (`orders.repositories.orm`): code outside that adapter reads and
-writes orders through the repository and the domain types in `orders.domain`, never these rows.
+of the ORM order repository (`orders.repositories.orm`). Services, selectors, pages and APIs read
+and write orders through the repository and the domain types in `orders.domain`; these rows are
+read directly only by the ORM-backed admin (`orders/admin.py` and the subclasses payments and
+integrations register, and the email search of `orders/admin_repository.py`), by benchmarks
+(`bench/`) and by tests. `PendingStockChange` is the services' record of stock moved for an
+order write to a store outside this database, until that write's outcome settles it.
 """
 
 from __future__ import annotations
@@ -184,3 +188,30 @@ class OutboxEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} for {self.order_id} v{self.order_version}"
+
+
+class PendingStockChange(models.Model):
+    """Stock taken (`reserve`) or to be given back (`release`) for an order write to a store
+    outside this database (DynamoDB), kept until the write's outcome is known.
+
+    The write happened if the order's audit trail holds `event_id` (the order's `created` event
+    for a reservation, its change to `cancelled` for a release). Settling deletes the row and,
+    for a reservation whose order was never stored or a release whose cancel was, gives the
+    stock back, in one transaction (see `orders.services.stock_changes_settle`).
+    """
+
+    class Kind(models.TextChoices):
+        RESERVE = "reserve"
+        RELEASE = "release"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    order_id = models.UUIDField(db_index=True)
+    event_id = models.UUIDField(unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    lines = models.JSONField(help_text="[[product id, quantity], ...]")
+    created_at = models.DateTimeField()
+    # Until then the write may still be under way; after it, the audit trail is the answer.
+    settle_after = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} for {self.order_id}"

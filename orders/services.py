@@ -23,7 +23,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.cache import caches
-from django.db import transaction
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils.module_loading import import_string
 
@@ -39,6 +40,7 @@ from orders.domain import (
     IdempotencyConflict,
     IllegalTransition,
     Order,
+    OrderEvent,
     OrderLine,
     OrderNotEditable,
     OrderNotFound,
@@ -47,9 +49,10 @@ from orders.domain import (
     OrderValidationError,
     OutboxMessage,
     ShippingAddress,
+    can_transition,
     utcnow,
 )
-from orders.models import Product
+from orders.models import PendingStockChange, Product
 from orders.repositories import OrderRepository
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,10 @@ CONCURRENT_UPDATE_ATTEMPTS = 5
 # expires) and how long a request waits for it.
 SHARED_LOCK_SECONDS = 10
 SHARED_LOCK_WAIT_SECONDS = 15.0
+# How long after a stock change for an order store of its own (DynamoDB) the write it belongs to
+# may still be under way: far beyond the client's timeouts and attempts (well under a minute),
+# so after it the order's audit trail says for sure whether the write happened.
+STOCK_SETTLE_AFTER = timedelta(minutes=10)
 _pause = threading.Event()
 
 
@@ -153,53 +160,94 @@ def _place(
     idempotency_scope: str,
     idempotency_key: str,
 ) -> tuple[Order, bool]:
-    """`order_place` once the request is checked: reserve, store, or replay a racing twin."""
+    """`order_place` once the request is checked: reserve, store, or replay a racing twin.
+
+    With an order store that joins the database's transactions (the ORM), the stock taken and
+    the order commit as one unit. With a store of its own (DynamoDB), the stock is taken and
+    recorded as a `PendingStockChange` in one committed transaction first, then the order is
+    written, and the outcome settles the reservation (see "Stock and the order store" below).
+    """
+    make = partial(
+        _new_order,
+        actor=actor,
+        customer_id=customer_id,
+        email=email,
+        shipping_address=shipping_address,
+        notes=notes,
+        idempotency_scope=idempotency_scope,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+    )
     try:
-        with transaction.atomic():
-            order_lines, currency = _price_and_reserve(merged)
-            subtotal = sum(line.line_total_minor for line in order_lines)
-            shipping = settings.ORDER_SHIPPING_FLAT_MINOR
-            now = utcnow()
-            order = Order(
-                id=uuid.uuid4(),
-                status=OrderStatus.PENDING_PAYMENT,
-                currency=currency,
-                lines=order_lines,
-                subtotal_minor=subtotal,
-                shipping_minor=shipping,
-                total_minor=subtotal + shipping,
-                email=email,
-                shipping_address=shipping_address,
-                notes=notes,
-                customer_id=customer_id,
-                created_at=now,
-                updated_at=now,
-                idempotency_scope=idempotency_scope if idempotency_key else "",
-                idempotency_key=idempotency_key,
-                request_fingerprint=fingerprint,
-            )
-            order.record(
-                type=EventType.CREATED,
-                actor=actor,
-                to_status=order.status,
-                data={
-                    "lines": [{"sku": line.sku, "quantity": line.quantity} for line in order_lines],
-                    "total_minor": order.total_minor,
-                    "currency": currency,
-                },
-                at=now,
-            )
-            repository.add(order, outbox=())
-            transaction.on_commit(
-                partial(_report_events, order.id, [(EventType.CREATED, order.status.value)])
-            )
+        if repository.shares_database_transaction:
+            with transaction.atomic():
+                order, _ = make(*_price_and_reserve(merged))
+                repository.add(order, outbox=())
+                transaction.on_commit(
+                    partial(_report_events, order.id, [(EventType.CREATED, order.status.value)])
+                )
+        else:
+            with transaction.atomic(durable=True):
+                order, created = make(*_price_and_reserve(merged))
+                reservation = _stock_change(order, created, kind=PendingStockChange.Kind.RESERVE)
+            _write_settling(reservation, partial(repository.add, order, outbox=()))
+            _report_events(order.id, [(EventType.CREATED, order.status.value)])
     except DuplicateOrder:
-        # Another request with the same key won the race; its transaction has committed.
+        # Another request with the same key won the race; its write is done.
         earlier = repository.get_by_idempotency_key(scope=idempotency_scope, key=idempotency_key)
         if not idempotency_key or earlier is None:
             raise
         return _replay(earlier, fingerprint), False
     return order, True
+
+
+def _new_order(
+    order_lines: list[OrderLine],
+    currency: str,
+    *,
+    actor: Actor,
+    customer_id: int | None,
+    email: str,
+    shipping_address: ShippingAddress,
+    notes: str,
+    idempotency_scope: str,
+    idempotency_key: str,
+    fingerprint: str,
+) -> tuple[Order, OrderEvent]:
+    """A new `pending_payment` order of these priced lines, and its `created` event."""
+    subtotal = sum(line.line_total_minor for line in order_lines)
+    shipping = settings.ORDER_SHIPPING_FLAT_MINOR
+    now = utcnow()
+    order = Order(
+        id=uuid.uuid4(),
+        status=OrderStatus.PENDING_PAYMENT,
+        currency=currency,
+        lines=order_lines,
+        subtotal_minor=subtotal,
+        shipping_minor=shipping,
+        total_minor=subtotal + shipping,
+        email=email,
+        shipping_address=shipping_address,
+        notes=notes,
+        customer_id=customer_id,
+        created_at=now,
+        updated_at=now,
+        idempotency_scope=idempotency_scope if idempotency_key else "",
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+    )
+    created = order.record(
+        type=EventType.CREATED,
+        actor=actor,
+        to_status=order.status,
+        data={
+            "lines": [{"sku": line.sku, "quantity": line.quantity} for line in order_lines],
+            "total_minor": order.total_minor,
+            "currency": currency,
+        },
+        at=now,
+    )
+    return order, created
 
 
 def order_update(
@@ -211,41 +259,86 @@ def order_update(
     notes: str | None = None,
 ) -> Order:
     """Change the editable fields. Customers may do so only before the order is paid."""
-
-    def change(order: Order) -> bool:
-        if actor.kind != "staff" and order.status not in CUSTOMER_EDITABLE_STATUSES:
-            raise OrderNotEditable(f"An order that is {order.status} can no longer be changed.")
-        changed: dict[str, Any] = {}
-        if shipping_address is not None and shipping_address != order.shipping_address:
-            changed["shipping_address"] = {
-                "from": order.shipping_address.as_dict(),
-                "to": shipping_address.as_dict(),
-            }
-            order.shipping_address = shipping_address
-        if notes is not None and notes != order.notes:
-            changed["notes"] = {"from": order.notes, "to": notes}
-            order.notes = notes
-        if not changed:
-            return False
-        order.updated_at = utcnow()
-        order.record(type=EventType.EDITED, actor=actor, data={"changed": changed}, at=order.updated_at)
-        return True
-
-    return _apply(repository, order_id, change)
+    return _apply(
+        repository, order_id, partial(_edit, actor=actor, shipping_address=shipping_address, notes=notes)
+    )
 
 
 def order_add_note(*, repository: OrderRepository, order_id: uuid.UUID, actor: Actor, text: str) -> Order:
     """Append a note to the order's audit trail."""
+    text = _note_text(text)
+    return _apply(repository, order_id, partial(_add_note, actor=actor, text=text))
+
+
+def order_patch(
+    *,
+    repository: OrderRepository,
+    order_id: uuid.UUID,
+    actor: Actor,
+    shipping_address: ShippingAddress | None = None,
+    notes: str | None = None,
+    note: str | None = None,
+    status: OrderStatus | None = None,
+) -> Order:
+    """Apply a partial change as one atomic write: edit the shipping address and notes (as
+    `order_update`), append `note` (as `order_add_note`), then move to `status` (as
+    `order_transition`; staff only, else `PermissionDenied`).
+
+    All or nothing: an illegal transition is refused before anything else is looked at, and any
+    refusal (`IllegalTransition`, `OrderNotEditable`, `OrderValidationError`) writes nothing.
+    """
+    if status is not None and actor.kind != "staff":
+        raise PermissionDenied("Only staff may change an order's status.")
+    text = _note_text(note) if note is not None else None
+
+    def change(order: Order) -> bool:
+        wanted = status if status is not None else order.status
+        if wanted != order.status and not can_transition(order.status, wanted):
+            raise IllegalTransition(order.status, wanted)
+        changed = _edit(order, actor=actor, shipping_address=shipping_address, notes=notes)
+        if text is not None:
+            changed = _add_note(order, actor=actor, text=text) or changed
+        if wanted != order.status:
+            order.transition_to(wanted, actor=actor)
+            changed = True
+        return changed
+
+    return _apply(repository, order_id, change)
+
+
+def _edit(order: Order, *, actor: Actor, shipping_address: ShippingAddress | None, notes: str | None) -> bool:
+    if shipping_address is None and notes is None:
+        return False
+    if actor.kind != "staff" and order.status not in CUSTOMER_EDITABLE_STATUSES:
+        raise OrderNotEditable(f"An order that is {order.status} can no longer be changed.")
+    changed: dict[str, Any] = {}
+    if shipping_address is not None and shipping_address != order.shipping_address:
+        changed["shipping_address"] = {
+            "from": order.shipping_address.as_dict(),
+            "to": shipping_address.as_dict(),
+        }
+        order.shipping_address = shipping_address
+    if notes is not None and notes != order.notes:
+        changed["notes"] = {"from": order.notes, "to": notes}
+        order.notes = notes
+    if not changed:
+        return False
+    order.updated_at = utcnow()
+    order.record(type=EventType.EDITED, actor=actor, data={"changed": changed}, at=order.updated_at)
+    return True
+
+
+def _note_text(text: str) -> str:
     text = text.strip()
     if not text:
         raise OrderValidationError({"note": ["A note cannot be empty."]})
+    return text
 
-    def change(order: Order) -> bool:
-        order.updated_at = utcnow()
-        order.record(type=EventType.NOTE_ADDED, actor=actor, data={"text": text}, at=order.updated_at)
-        return True
 
-    return _apply(repository, order_id, change)
+def _add_note(order: Order, *, actor: Actor, text: str) -> bool:
+    order.updated_at = utcnow()
+    order.record(type=EventType.NOTE_ADDED, actor=actor, data={"text": text}, at=order.updated_at)
+    return True
 
 
 def order_record_refund(
@@ -307,15 +400,12 @@ def order_transition(
 ) -> Order:
     """Move the order to `to_status` if the state machine allows it (else `IllegalTransition`).
 
-    Cancelling an order that still holds stock gives the stock back, in the same transaction.
+    Cancelling an order that still holds stock gives the stock back (see `_apply`).
     `outbox`, if given, makes the side effects to store atomically with the change.
     """
 
     def change(order: Order) -> bool:
-        from_status = order.status
         order.transition_to(to_status, actor=actor, data=data)
-        if to_status == OrderStatus.CANCELLED and from_status in STOCK_HOLDING_STATUSES:
-            _release_stock(order.lines)
         return True
 
     return _apply(repository, order_id, change, outbox=outbox)
@@ -496,32 +586,148 @@ def _apply(
 ) -> Order:
     """Read the order, apply `change` and save it, re-reading when another writer got first.
 
-    `change` returns False when there is nothing to store. Domain errors it raises go to the
-    caller with nothing written. Status changes the world hears about get their outbox entries
-    in the same atomic write, and the outbox hook runs once the transaction has committed.
+    `change` changes only the order in memory and returns False when there is nothing to store.
+    Domain errors it raises go to the caller with nothing written. Status changes the world
+    hears about get their outbox entries in the same atomic write, and the outbox hook runs once
+    the write is committed. A change from a stock-holding status to `cancelled` gives the stock
+    back: in the same transaction as the save on a store that shares it (the ORM), else through
+    a `PendingStockChange` that the save's outcome settles.
     """
     for attempt in range(1, CONCURRENT_UPDATE_ATTEMPTS + 1):
         order = repository.get(order_id)
+        held = order.status in STOCK_HOLDING_STATUSES
+        if not change(order):
+            return order
+        messages = [*_notifications(order), *(outbox(order) if outbox else ())]
+        changes = [
+            (event.type, event.to_status.value)
+            for event in order.pending_events
+            if event.type == EventType.STATUS_CHANGED and event.to_status is not None
+        ]
+        cancel = next(
+            (
+                event
+                for event in order.pending_events
+                if held
+                and event.type == EventType.STATUS_CHANGED
+                and event.to_status == OrderStatus.CANCELLED
+            ),
+            None,
+        )
         try:
-            with transaction.atomic():
-                if not change(order):
-                    return order
-                messages = [*_notifications(order), *(outbox(order) if outbox else ())]
-                changes = [
-                    (event.type, event.to_status.value)
-                    for event in order.pending_events
-                    if event.type == EventType.STATUS_CHANGED and event.to_status is not None
-                ]
+            if repository.shares_database_transaction:
+                with transaction.atomic():
+                    if cancel is not None:
+                        _release_stock(order.lines)
+                    repository.save(order, outbox=messages)
+            elif cancel is not None:
+                with transaction.atomic(durable=True):
+                    release = _stock_change(order, cancel, kind=PendingStockChange.Kind.RELEASE)
+                _write_settling(release, partial(repository.save, order, outbox=messages))
+            else:
                 repository.save(order, outbox=messages)
-                if changes:
-                    transaction.on_commit(partial(_report_events, order.id, changes))
-                if messages:
-                    transaction.on_commit(partial(_outbox_committed, [order.id]))
-                return order
         except ConcurrentUpdate:
             if attempt == CONCURRENT_UPDATE_ATTEMPTS:
                 raise
+            continue
+        # On commit of the caller's transaction, if there is one; else now.
+        if changes:
+            transaction.on_commit(partial(_report_events, order.id, changes))
+        if messages:
+            transaction.on_commit(partial(_outbox_committed, [order.id]))
+        return order
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- stock and the order store ---------------------------------------------------------------
+# Stock lives in this database. An order store with its own storage (DynamoDB) shares no
+# transaction with it, so each stock move for an order write there is a `PendingStockChange`
+# committed before the write: a reservation (stock taken with it) or a release (stock still
+# taken). The write's outcome settles it: the order's audit trail holds the change's event or
+# not. A definite refusal (a duplicate, a version conflict, an invalid order) settles it at
+# once; any other failure (a timeout, an unreachable endpoint: the write may still land), or a
+# crash, or a failure of the settling itself, leaves it to `stock_changes_settle`, which runs
+# every minute and settles what is older than STOCK_SETTLE_AFTER. Stock is therefore never
+# given back for an order that holds it, and never kept for longer than that for one that
+# does not.
+_WRITE_REFUSED = (
+    DuplicateOrder,
+    ConcurrentUpdate,
+    OrderNotFound,
+    OrderValidationError,
+    TypeError,
+    ValueError,
+)
+
+
+def _stock_change(order: Order, event: OrderEvent, *, kind: PendingStockChange.Kind) -> PendingStockChange:
+    """Record a stock move for `order`'s coming write, whose proof is `event`. Call inside the
+    (durable) transaction that takes the stock, for a reservation."""
+    now = utcnow()
+    return PendingStockChange.objects.create(
+        order_id=order.id,
+        event_id=event.id,
+        kind=kind,
+        lines=[[line.product_id, line.quantity] for line in order.lines],
+        created_at=now,
+        settle_after=now + STOCK_SETTLE_AFTER,
+    )
+
+
+def _write_settling(pending: PendingStockChange, write: Callable[[], None]) -> None:
+    """Make the order store's `write` and settle `pending` by its outcome when it is known."""
+    try:
+        write()
+    except _WRITE_REFUSED:
+        _settle_or_leave(pending, happened=False)
+        raise
+    _settle_or_leave(pending, happened=True)
+
+
+def _settle_or_leave(pending: PendingStockChange, *, happened: bool) -> None:
+    try:
+        _settle(pending, happened=happened)
+    except DatabaseError:
+        logger.exception(
+            "Stock change %s of order %s not settled; the sweep will settle it",
+            pending.pk,
+            pending.order_id,
+            extra={"event": "orders.stock_change_unsettled", "order_id": pending.order_id},
+        )
+
+
+def _settle(pending: PendingStockChange, *, happened: bool) -> None:
+    """Forget `pending`, giving its stock back if the write it belongs to says so: a
+    reservation whose order was not stored, a release whose cancel was. Once only: whoever
+    deletes the row (the writer or the sweep) gives the stock back, in the same transaction."""
+    with transaction.atomic(durable=True):
+        deleted, _ = PendingStockChange.objects.filter(pk=pending.pk).delete()
+        if deleted and (pending.kind == PendingStockChange.Kind.RESERVE) != happened:
+            for product_id, quantity in sorted(pending.lines):
+                Product.objects.filter(pk=product_id).update(stock=F("stock") + quantity)
+
+
+def stock_changes_settle(*, repository: OrderRepository, now: datetime | None = None) -> int:
+    """Settle every stock change older than STOCK_SETTLE_AFTER by its order's audit trail (the
+    write crashed, timed out, or its settling failed); returns how many were settled.
+
+    Safe to run twice at once, and beside the writers: each change is settled once.
+    """
+    due = PendingStockChange.objects.filter(settle_after__lte=now or utcnow()).order_by("settle_after")
+    settled = 0
+    for pending in due.iterator():
+        happened = pending.event_id in {event.id for event in repository.events(pending.order_id)}
+        _settle(pending, happened=happened)
+        settled += 1
+        logger.info(
+            "Stock change %s (%s) of order %s settled late: the write %s",
+            pending.pk,
+            pending.kind,
+            pending.order_id,
+            "happened" if happened else "did not happen",
+            extra={"event": "orders.stock_change_settled", "order_id": pending.order_id},
+        )
+    return settled
 
 
 def _notifications(order: Order) -> list[OutboxMessage]:

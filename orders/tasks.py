@@ -1,4 +1,4 @@
-"""django-q2 tasks of the orders app (scheduled by migration 0004): each calls one service."""
+"""django-q2 tasks of the orders app (scheduled by migration 0004): each calls the services."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from orders.repositories import get_order_repository
 
 
 def expire_unpaid_orders() -> str:
-    """Every minute: cancel orders unpaid ORDER_PAYMENT_TIMEOUT_MINUTES after they were placed."""
-    report = services.orders_expire_unpaid(repository=get_order_repository())
+    """Every minute: settle stock changes whose order write was not seen to end (a crash, a
+    timeout), then cancel orders unpaid ORDER_PAYMENT_TIMEOUT_MINUTES after they were placed."""
+    repository = get_order_repository()
+    settled = services.stock_changes_settle(repository=repository)
+    report = services.orders_expire_unpaid(repository=repository)
     return (
         f"cancelled {report.cancelled} unpaid order(s); {report.held} held by a payment under way,"
-        f" {report.skipped} changed meanwhile"
+        f" {report.skipped} changed meanwhile; settled {settled} stock change(s) late"
     )

@@ -196,7 +196,7 @@ def dynamodb(dynamodb_server: str, settings: Any) -> Any:
 
     import requests
 
-    from orders.repositories.dynamodb import create_tables, new_dynamodb_client
+    from orders.repositories.dynamodb import create_tables, dynamodb_client
 
     external = bool(os.environ.get("DYNAMODB_TEST_ENDPOINT"))
     if not external:
@@ -207,7 +207,7 @@ def dynamodb(dynamodb_server: str, settings: Any) -> Any:
     settings.AWS_ACCESS_KEY_ID = "testing"
     settings.AWS_SECRET_ACCESS_KEY = "testing"
     settings.DYNAMODB_TABLE = "cis-orders-test"
-    client = new_dynamodb_client()
+    client = dynamodb_client()
     if external:
         with contextlib.suppress(client.exceptions.ResourceNotFoundException):
             client.delete_table(TableName=settings.DYNAMODB_TABLE)

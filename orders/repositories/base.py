@@ -1,8 +1,9 @@
 """The `OrderRepository` port: how services store and find orders, whatever the backend.
 
-Every order read and write goes through an adapter of this protocol, chosen by the dotted path in
-`settings.ORDER_REPOSITORY` (the ORM by default). One contract suite (`tests/orders/
-test_repository_contract.py`) runs against every adapter.
+Product code reads and writes orders through an adapter of this protocol, chosen by the dotted
+path in `settings.ORDER_REPOSITORY` (the ORM by default); only admin code, benchmarks and tests
+read the ORM adapter's tables directly (see `orders/models.py`). One contract suite
+(`tests/orders/test_repository_contract.py`) runs against every adapter.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from orders.domain import Order, OrderEvent, OrderPage, OrderQuery, OrderValidat
 
 @runtime_checkable
 class OrderRepository(Protocol):
+    # True when writes join the caller's Django database transaction (the ORM adapter): stock,
+    # kept in that database, and the order then commit as one unit. False for a store of its
+    # own (DynamoDB): the services then move stock through reservations that the order's
+    # outcome settles (`orders.services`, "Stock and the order store").
+    shares_database_transaction: bool
+
     def add(self, order: Order, *, outbox: Sequence[OutboxMessage] = ()) -> None:
         """Store a new order with its pending events and `outbox` in one atomic write.
 
@@ -56,8 +63,8 @@ class OrderRepository(Protocol):
     ) -> list[OutboxMessage]:
         """Entries not yet relayed, oldest first (only these orders' with `order_ids`)."""
 
-    def outbox_mark_relayed(self, message_ids: Sequence[uuid.UUID]) -> None:
-        """Mark entries relayed; marking one twice is harmless."""
+    def outbox_mark_relayed(self, messages: Sequence[OutboxMessage]) -> None:
+        """Mark entries (as read from `outbox_pending`) relayed; marking one twice is harmless."""
 
 
 @cache
@@ -103,4 +110,6 @@ def _filters_fingerprint(query: OrderQuery) -> list[object]:
         query.created_from.isoformat() if query.created_from else None,
         query.created_to.isoformat() if query.created_to else None,
         query.newest_first,
+        query.email,
+        query.reference,
     ]

@@ -16,20 +16,30 @@ Reading an order is one strongly consistent Query (``sk BETWEEN "LINE#" AND "ORD
 its lines and the order item). Times are fixed-width ISO-8601 UTC strings
 (``2025-01-31T09:30:00.000123+00:00``) so that they sort as text; money and counters are N,
 read back as ``int``; event data and outbox payloads are maps holding JSON values (numbers as
-N, never floats: a float is refused with ``TypeError``, like boto3's own serializer).
+N, never floats: boto3's `TypeSerializer`, which converts every item, refuses a float with
+``TypeError``).
 
 Global secondary indexes (all "sparse": only items carrying the key attributes are indexed):
 
 - ``gsi1`` a customer's orders, newest first: ``gsi1pk = CUSTOMER#<id>``,
-  ``gsi1sk = <created_at>#<order id>`` (guest orders have no gsi1 attributes). A status filter
-  on top of it is a FilterExpression.
+  ``gsi1sk = <created_at>#<order id>`` (guest orders have no gsi1 attributes).
 - ``gsi2`` orders by status and date: ``gsi2pk = STATUS#<status>``, same sort key.
 - ``gsi3`` every order by date, for staff: ``gsi3pk = ORDERS`` (one constant), same sort key.
 - ``gsi4`` pending outbox entries, oldest first: ``gsi4pk = OUTBOX_PENDING``,
   ``gsi4sk = <created_at>#<message id>``; relaying REMOVEs both attributes, so the index only
   ever holds what is still to relay.
-- ``gsi5`` outbox entry by id (KEYS_ONLY): ``gsi5pk = OUTBOX#<message id>``, so that
-  `outbox_mark_relayed`, which gets only ids, can find an entry this process did not read.
+- ``gsi6`` orders by email (the admin's search): ``gsi6pk = EMAIL#<lower-cased email>``, same
+  sort key as gsi1.
+- ``gsi7`` orders by short reference: ``gsi7pk = REF#<first 8 hex digits of the id>``, same
+  sort key (a reference is shared by one order in about four billion, so a partition is tiny).
+
+A listing queries the most selective index its filters allow (reference, email, customer,
+status, then all orders); the other filters are a FilterExpression on top of it. (``gsi5``, an
+index of outbox entries by id, is gone: `outbox_mark_relayed` gets the entries, whose keys it
+rebuilds. A table created before keeps it unused, and lacks gsi6 and gsi7, which
+`create_tables` reports as missing but does not add: add them, and drop gsi5, with ``aws
+dynamodb update-table --global-secondary-index-updates``. Orders stored before gsi6/gsi7
+existed carry no keys for them until a one-off rewrite of their order items or their next save.)
 
 Hot partitions: gsi3 (and gsi4, and gsi2 for a popular status) put every order in one
 partition key value, and one partition takes about 1,000 writes/s (3,000 reads/s); a throttled
@@ -52,6 +62,9 @@ new line, event and outbox item) -> `DuplicateOrder`; `save` puts the whole orde
 carries no old item (``ReturnValuesOnConditionCheckFailure=ALL_OLD``). A TransactionConflict
 (another transaction on the same item at that moment) is retried twice with the same token.
 Lines are written once, by `add`; `save` never rewrites them.
+Stock stays in the project's database, which shares no transaction with this table
+(`shares_database_transaction = False`): the services settle each stock move by the outcome of
+the write it belongs to (`orders.services`, "Stock and the order store").
 
 Consistency
 -----------
@@ -63,31 +76,28 @@ idempotency key).
 
 Settings: ``DYNAMODB_TABLE``; ``DYNAMODB_ENDPOINT_URL`` (optional: DynamoDB's own endpoint,
 e.g. DynamoDB Local next to moto for SNS; empty falls back to ``AWS_ENDPOINT_URL``, and that
-empty means real AWS); ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``.
+empty means real AWS); the region and credentials of `core.aws`, which builds the client.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import random
-import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import boto3
-from botocore.config import Config
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from django.conf import settings
 from django.utils import timezone
 
+from core.aws import aws_client
 from orders.domain import (
     ConcurrentUpdate,
     DuplicateOrder,
@@ -102,18 +112,16 @@ from orders.domain import (
     OrderValidationError,
     OutboxMessage,
     ShippingAddress,
+    order_reference,
     utcnow,
 )
 from orders.repositories.base import decode_cursor, encode_cursor
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TABLE = "cis-orders"
-LOCAL_ENDPOINT_URL = "http://127.0.0.1:8427"
-CONNECT_TIMEOUT_SECONDS = 3
-READ_TIMEOUT_SECONDS = 5
 # One retry at most; safe for transactions thanks to their ClientRequestToken.
 TOTAL_MAX_ATTEMPTS = 2
+CONNECTION_POOL_SIZE = 25
 
 MAX_TRANSACTION_ACTIONS = 100  # DynamoDB's limit for one TransactWriteItems
 MAX_BATCH_GET_KEYS = 100  # and for one BatchGetItem
@@ -121,8 +129,6 @@ TRANSACTION_CONFLICT_ATTEMPTS = 3  # a TransactionConflict is retried (same toke
 BATCH_GET_ATTEMPTS = 8
 # With a FilterExpression a Query page may match few items: read at least this many per call.
 FILTERED_PAGE_SIZE = 100
-# Outbox entries read by this repository, remembered (id -> key) for `outbox_mark_relayed`.
-OUTBOX_KEY_MEMO_SIZE = 20_000
 
 # Keys and index names.
 ORDER_SK = "ORDER"
@@ -136,93 +142,54 @@ CUSTOMER_INDEX = "gsi1"
 STATUS_INDEX = "gsi2"
 ALL_ORDERS_INDEX = "gsi3"
 OUTBOX_PENDING_INDEX = "gsi4"
-OUTBOX_ID_INDEX = "gsi5"
+EMAIL_INDEX = "gsi6"
+REFERENCE_INDEX = "gsi7"
+# Every index of the table: gsi<n>pk is its partition key, gsi<n>sk its sort key.
+INDEXES = [1, 2, 3, 4, 6, 7]
 
 _TOKEN_NAMESPACE = uuid.UUID("5b0f6d53-4c52-4e3c-9f0e-6a1f4b7f2c11")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
 
 
 # --- client and table ----------------------------------------------------------------------
 def table_name() -> str:
-    return getattr(settings, "DYNAMODB_TABLE", "") or DEFAULT_TABLE
-
-
-def _client_settings() -> tuple[str, str, str, str]:
-    production = bool(getattr(settings, "PRODUCTION", False))
-    local_default = "" if production else "testing"
-    return (
-        getattr(settings, "DYNAMODB_ENDPOINT_URL", "")
-        or getattr(settings, "AWS_ENDPOINT_URL", "" if production else LOCAL_ENDPOINT_URL)
-        or "",
-        getattr(settings, "AWS_REGION", "") or "us-east-1",
-        getattr(settings, "AWS_ACCESS_KEY_ID", local_default) or "",
-        getattr(settings, "AWS_SECRET_ACCESS_KEY", local_default) or "",
-    )
-
-
-def new_dynamodb_client() -> Any:
-    """A new low-level DynamoDB client built from the settings (for hooks of one's own)."""
-    return _build_client(*_client_settings())
+    return settings.DYNAMODB_TABLE
 
 
 def dynamodb_client() -> Any:
-    """The shared client for the current settings (boto3 clients are thread-safe)."""
-    return _cached_client(*_client_settings())
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_client(endpoint_url: str, region: str, access_key_id: str, secret_access_key: str) -> Any:
-    return _build_client(endpoint_url, region, access_key_id, secret_access_key)
-
-
-def _build_client(endpoint_url: str, region: str, access_key_id: str, secret_access_key: str) -> Any:
-    kwargs: dict[str, Any] = {
-        "region_name": region,
-        "config": Config(
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            read_timeout=READ_TIMEOUT_SECONDS,
-            retries={"total_max_attempts": TOTAL_MAX_ATTEMPTS, "mode": "standard"},
-            max_pool_connections=25,
-            ignore_configured_endpoint_urls=True,
-        ),
-    }
-    if endpoint_url:
-        kwargs["endpoint_url"] = endpoint_url
-    if access_key_id and secret_access_key:
-        kwargs["aws_access_key_id"] = access_key_id
-        kwargs["aws_secret_access_key"] = secret_access_key
-    # A session of its own: boto3's default session is not thread-safe to create clients from.
-    return boto3.session.Session().client("dynamodb", **kwargs)
+    """The shared low-level DynamoDB client for the current settings (`core.aws`)."""
+    return aws_client(
+        "dynamodb",
+        endpoint_url=settings.DYNAMODB_ENDPOINT_URL,
+        attempts=TOTAL_MAX_ATTEMPTS,
+        pool=CONNECTION_POOL_SIZE,
+    )
 
 
 def _table_definition(name: str) -> dict[str, Any]:
-    def index(number: int, *, sort_key: bool = True, projection: str = "ALL") -> dict[str, Any]:
-        schema = [{"AttributeName": f"gsi{number}pk", "KeyType": "HASH"}]
-        if sort_key:
-            schema.append({"AttributeName": f"gsi{number}sk", "KeyType": "RANGE"})
-        return {
-            "IndexName": f"gsi{number}",
-            "KeySchema": schema,
-            "Projection": {"ProjectionType": projection},
-        }
-
-    key_attributes = ["pk", "sk"] + [f"gsi{n}{part}" for n in range(1, 5) for part in ("pk", "sk")]
     return {
         "TableName": name,
         "BillingMode": "PAY_PER_REQUEST",
         "AttributeDefinitions": [
-            {"AttributeName": attribute, "AttributeType": "S"} for attribute in [*key_attributes, "gsi5pk"]
+            {"AttributeName": attribute, "AttributeType": "S"}
+            for attribute in ["pk", "sk", *(f"gsi{n}{part}" for n in INDEXES for part in ("pk", "sk"))]
         ],
         "KeySchema": [
             {"AttributeName": "pk", "KeyType": "HASH"},
             {"AttributeName": "sk", "KeyType": "RANGE"},
         ],
         "GlobalSecondaryIndexes": [
-            index(1),
-            index(2),
-            index(3),
-            index(4),
-            index(5, sort_key=False, projection="KEYS_ONLY"),
+            {
+                "IndexName": f"gsi{n}",
+                "KeySchema": [
+                    {"AttributeName": f"gsi{n}pk", "KeyType": "HASH"},
+                    {"AttributeName": f"gsi{n}sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+            for n in INDEXES
         ],
     }
 
@@ -303,60 +270,32 @@ def _s(value: str) -> dict[str, str]:
 
 
 def _n(value: int) -> dict[str, str]:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Only integers are stored as numbers, not {type(value).__name__}.")
     return {"N": str(value)}
 
 
-def _document(value: dict[str, Any]) -> dict[str, Any]:
-    """A JSON object as a DynamoDB map: exactly what a JSON field would accept, minus floats."""
-    return _attribute(json.loads(json.dumps(value, allow_nan=False)))
+def _to_item(values: dict[str, Any]) -> dict[str, Any]:
+    """Plain values as a DynamoDB item (boto3's `TypeSerializer`: floats are refused)."""
+    return {name: _SERIALIZER.serialize(value) for name, value in values.items()}
 
 
-def _attribute(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {"NULL": True}
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int):
-        return {"N": str(value)}
-    if isinstance(value, str):
-        return {"S": value}
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item as plain values, whole numbers as `int` (boto3 gives `Decimal`)."""
+    return {name: _whole_numbers_as_int(_DESERIALIZER.deserialize(value)) for name, value in item.items()}
+
+
+def _whole_numbers_as_int(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else value
     if isinstance(value, list):
-        return {"L": [_attribute(item) for item in value]}
+        return [_whole_numbers_as_int(item) for item in value]
     if isinstance(value, dict):
-        return {"M": {key: _attribute(item) for key, item in value.items()}}
-    # Floats (the only other thing JSON gives): amounts are integer minor units.
-    raise TypeError(f"{type(value).__name__} values are not stored; use integers or strings.")
+        return {key: _whole_numbers_as_int(item) for key, item in value.items()}
+    return value
 
 
-def _plain(attribute: dict[str, Any]) -> Any:
-    [(kind, value)] = attribute.items()
-    if kind == "S":
-        return value
-    if kind == "N":
-        try:
-            return int(value)
-        except ValueError:
-            number = Decimal(value)
-            return int(number) if number == number.to_integral_value() else number
-    if kind == "BOOL":
-        return value
-    if kind == "NULL":
-        return None
-    if kind == "L":
-        return [_plain(item) for item in value]
-    if kind == "M":
-        return {key: _plain(item) for key, item in value.items()}
-    raise ValueError(f"Unexpected DynamoDB type {kind}.")
-
-
-def _int(item: dict[str, Any], name: str) -> int:
-    return int(item[name]["N"])
-
-
-def _str(item: dict[str, Any], name: str, default: str = "") -> str:
-    return item[name]["S"] if name in item else default
+def _document(value: dict[str, Any]) -> dict[str, Any]:
+    """A JSON object, exactly as a JSON field would store it (floats are refused when stored)."""
+    return json.loads(json.dumps(value, allow_nan=False))
 
 
 def _uuid(value: uuid.UUID | str) -> uuid.UUID | None:
@@ -410,11 +349,12 @@ class DynamoDbOrderRepository:
     `client` and `table` default to the settings, read at each call; pass them to pin one.
     """
 
+    # A store of its own: the services settle stock moved in the database by the order's outcome.
+    shares_database_transaction = False
+
     def __init__(self, client: Any = None, table: str | None = None) -> None:
         self._client = client
         self._table = table
-        self._outbox_keys: OrderedDict[uuid.UUID, dict[str, Any]] = OrderedDict()
-        self._outbox_keys_lock = threading.Lock()
 
     @property
     def client(self) -> Any:
@@ -430,13 +370,15 @@ class DynamoDbOrderRepository:
         if order.idempotency_key:
             actions.append(
                 self._put(
-                    {
-                        "pk": _s(_idempotency_pk(order.idempotency_scope, order.idempotency_key)),
-                        "sk": _s(IDEMP_SK),
-                        "entity": _s("idempotency"),
-                        "order_id": _s(str(order.id)),
-                        "created_at": _s(_time(order.created_at)),
-                    },
+                    _to_item(
+                        {
+                            "pk": _idempotency_pk(order.idempotency_scope, order.idempotency_key),
+                            "sk": IDEMP_SK,
+                            "entity": "idempotency",
+                            "order_id": str(order.id),
+                            "created_at": _time(order.created_at),
+                        }
+                    ),
                     new=True,
                 )
             )
@@ -525,8 +467,9 @@ class DynamoDbOrderRepository:
         parsed = _uuid(order_id)
         if parsed is None:
             raise OrderNotFound(order_id)
-        items = list(
-            self._query(
+        items = [
+            _from_item(item)
+            for item in self._query(
                 KeyConditionExpression="#pk = :pk AND #sk BETWEEN :first AND :last",
                 ExpressionAttributeNames={"#pk": "pk", "#sk": "sk"},
                 ExpressionAttributeValues={
@@ -536,8 +479,8 @@ class DynamoDbOrderRepository:
                 },
                 ConsistentRead=True,
             )
-        )
-        order_items = [item for item in items if item["sk"]["S"] == ORDER_SK]
+        ]
+        order_items = [item for item in items if item["sk"] == ORDER_SK]
         if not order_items:
             raise OrderNotFound(order_id)
         return self._to_domain(order_items[0], [item for item in items if item is not order_items[0]])
@@ -557,14 +500,21 @@ class DynamoDbOrderRepository:
 
     def list(self, query: OrderQuery) -> OrderPage:
         position = decode_cursor(query)  # first: a bad cursor is refused whatever else happens
-        if query.customer_id is not None:
-            index, partition = CUSTOMER_INDEX, f"CUSTOMER#{query.customer_id}"
-        elif query.status is not None:
-            index, partition = STATUS_INDEX, f"STATUS#{query.status.value}"
-        else:
-            index, partition = ALL_ORDERS_INDEX, ALL_ORDERS
         if query.created_from and query.created_to and query.created_from >= query.created_to:
             return OrderPage(orders=[], next_cursor=None)
+        # (index, partition) of each filter with an index of its own, the most selective first:
+        # the listing queries the first, and filters on the others' partition keys.
+        keyed = [
+            (index, partition)
+            for index, partition, wanted in [
+                (REFERENCE_INDEX, f"REF#{query.reference}", query.reference is not None),
+                (EMAIL_INDEX, f"EMAIL#{query.email}", query.email is not None),
+                (CUSTOMER_INDEX, f"CUSTOMER#{query.customer_id}", query.customer_id is not None),
+                (STATUS_INDEX, f"STATUS#{query.status}", query.status is not None),
+            ]
+            if wanted
+        ] or [(ALL_ORDERS_INDEX, ALL_ORDERS)]
+        (index, partition), filters = keyed[0], keyed[1:]
 
         names = {"#pk": f"{index}pk"}
         values: dict[str, Any] = {":pk": _s(partition)}
@@ -588,20 +538,20 @@ class DynamoDbOrderRepository:
             "KeyConditionExpression": condition,
             "ScanIndexForward": not query.newest_first,
         }
-        filtered = query.customer_id is not None and query.status is not None
+        filtered = bool(filters)
         if filtered:
-            request["FilterExpression"] = "#status = :status"
-            names["#status"] = "status"
-            values[":status"] = _s(query.status.value)  # type: ignore[union-attr]
+            for other, other_partition in filters:
+                names[f"#{other}"] = f"{other}pk"
+                values[f":{other}"] = _s(other_partition)
+            request["FilterExpression"] = " AND ".join(f"#{other} = :{other}" for other, _ in filters)
         request.update(ExpressionAttributeNames=names, ExpressionAttributeValues=values)
         if position:
             at, last_id = position
-            sort_key = f"{_time(at)}#{last_id}"
             request["ExclusiveStartKey"] = {
                 "pk": _s(_order_pk(last_id)),
                 "sk": _s(ORDER_SK),
                 f"{index}pk": _s(partition),
-                f"{index}sk": _s(sort_key),
+                f"{index}sk": _s(f"{_time(at)}#{last_id}"),
             }
 
         wanted = query.limit + 1  # one more than the page, to know whether there is a next one
@@ -610,32 +560,33 @@ class DynamoDbOrderRepository:
             missing = wanted - len(found)
             request["Limit"] = max(missing, FILTERED_PAGE_SIZE) if filtered else missing
             response = self.client.query(TableName=self.table, **request)
-            found += response.get("Items", [])
+            found += [_from_item(item) for item in response.get("Items", [])]
             if "LastEvaluatedKey" not in response:
                 break
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         page = found[: query.limit]
         lines = self._lines_of(page)
-        orders = [self._to_domain(item, lines.get(item["id"]["S"], [])) for item in page]
+        orders = [self._to_domain(item, lines.get(item["id"], [])) for item in page]
         next_cursor = encode_cursor(query, orders[-1]) if len(found) > query.limit and orders else None
         return OrderPage(orders=orders, next_cursor=next_cursor)
 
-    def _lines_of(self, order_items: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    def _lines_of(self, order_items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """The line items of these orders (BatchGetItem, strongly consistent), by order id."""
         keys = [
-            {"pk": item["pk"], "sk": _s(f"{LINE_PREFIX}{position:03d}")}
+            {"pk": _s(item["pk"]), "sk": _s(f"{LINE_PREFIX}{position:03d}")}
             for item in order_items
-            for position in range(1, _int(item, "line_count") + 1)
+            for position in range(1, item["line_count"] + 1)
         ]
-        by_order: dict[str, list[Any]] = {}
+        by_order: dict[str, list[dict[str, Any]]] = {}
         for start in range(0, len(keys), MAX_BATCH_GET_KEYS):
             pending: dict[str, Any] = {
                 self.table: {"Keys": keys[start : start + MAX_BATCH_GET_KEYS], "ConsistentRead": True}
             }
             for attempt in range(1, BATCH_GET_ATTEMPTS + 1):
                 response = self.client.batch_get_item(RequestItems=pending)
-                for item in response.get("Responses", {}).get(self.table, []):
-                    by_order.setdefault(item["order_id"]["S"], []).append(item)
+                for raw in response.get("Responses", {}).get(self.table, []):
+                    item = _from_item(raw)
+                    by_order.setdefault(item["order_id"], []).append(item)
                 pending = response.get("UnprocessedKeys") or {}
                 if not pending:
                     break
@@ -676,29 +627,26 @@ class DynamoDbOrderRepository:
             while len(items) < limit:
                 request["Limit"] = limit - len(items)
                 response = self.client.query(TableName=self.table, **request)
-                items += response.get("Items", [])
+                items += [_from_item(item) for item in response.get("Items", [])]
                 if "LastEvaluatedKey" not in response:
                     break
                 request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        self._remember_outbox({"pk": item["pk"], "sk": item["sk"]} for item in items)
         return self._oldest_first([self._outbox_from_item(item) for item in items])[:limit]
 
-    def outbox_mark_relayed(self, message_ids: Sequence[uuid.UUID]) -> None:
+    def outbox_mark_relayed(self, messages: Sequence[OutboxMessage]) -> None:
         """Take the entries out of the pending index, each with a conditional update.
 
-        The condition (still pending) makes one of two racing relays the one that marks it; the
-        other's ConditionalCheckFailed is expected and ignored.
+        An entry's key is rebuilt from the entry itself (its order, creation time and id). The
+        condition (still pending) makes one of two racing relays the one that marks it, and
+        creates nothing for an entry that is not stored; the other's ConditionalCheckFailed is
+        expected and ignored.
         """
         relayed_at = _s(_time(utcnow()))
-        for message_id in dict.fromkeys(message_ids):
-            key = self._outbox_key_of(message_id)
-            if key is None:
-                logger.warning("Outbox entry %s was not found; it stays pending", message_id)
-                continue
+        for message in {message.id: message for message in messages}.values():
             try:
                 self.client.update_item(
                     TableName=self.table,
-                    Key=key,
+                    Key={"pk": _s(_order_pk(message.order_id)), "sk": _s(_outbox_sk(message))},
                     UpdateExpression="SET #relayed_at = :relayed_at REMOVE #gsi4pk, #gsi4sk",
                     ConditionExpression="attribute_exists(#gsi4pk)",
                     ExpressionAttributeNames={
@@ -711,8 +659,6 @@ class DynamoDbOrderRepository:
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                     raise
-            with self._outbox_keys_lock:
-                self._outbox_keys.pop(message_id, None)
 
     # --- helpers ----------------------------------------------------------------------------
     def _query(self, **request: Any) -> Iterator[dict[str, Any]]:
@@ -724,189 +670,172 @@ class DynamoDbOrderRepository:
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def _partition(self, order_id: uuid.UUID, prefix: str) -> Iterator[dict[str, Any]]:
-        """The order's items whose sort key starts with `prefix`, in sort key order."""
+        """The order's items whose sort key starts with `prefix`, in sort key order, as values."""
         parsed = _uuid(order_id)
         if parsed is None:
             return iter(())
-        return self._query(
+        items = self._query(
             KeyConditionExpression="#pk = :pk AND begins_with(#sk, :prefix)",
             ExpressionAttributeNames={"#pk": "pk", "#sk": "sk"},
             ExpressionAttributeValues={":pk": _s(_order_pk(parsed)), ":prefix": _s(prefix)},
             ConsistentRead=True,
         )
+        return (_from_item(item) for item in items)
 
     @staticmethod
     def _oldest_first(messages: list[OutboxMessage]) -> list[OutboxMessage]:
         # The ORM adapter's order: creation time, then order version (then id, from the keys).
         return sorted(messages, key=lambda message: (message.created_at, message.order_version))
 
-    def _remember_outbox(self, keys: Iterable[dict[str, Any]]) -> None:
-        with self._outbox_keys_lock:
-            for key in keys:
-                message_id = uuid.UUID(key["sk"]["S"].rsplit("#", 1)[1])
-                self._outbox_keys[message_id] = key
-                self._outbox_keys.move_to_end(message_id)
-            while len(self._outbox_keys) > OUTBOX_KEY_MEMO_SIZE:
-                self._outbox_keys.popitem(last=False)
-
-    def _outbox_key_of(self, message_id: uuid.UUID) -> dict[str, Any] | None:
-        """The entry's table key: remembered from a read, else looked up in gsi5."""
-        with self._outbox_keys_lock:
-            key = self._outbox_keys.get(message_id)
-        if key is not None:
-            return key
-        response = self.client.query(
-            TableName=self.table,
-            IndexName=OUTBOX_ID_INDEX,
-            KeyConditionExpression="#pk = :pk",
-            ExpressionAttributeNames={"#pk": "gsi5pk"},
-            ExpressionAttributeValues={":pk": _s(f"{OUTBOX_PREFIX}{message_id}")},
-        )
-        items = response.get("Items", [])
-        return {"pk": items[0]["pk"], "sk": items[0]["sk"]} if items else None
-
     # --- mapping ----------------------------------------------------------------------------
     @staticmethod
     def _order_item(order: Order, *, version: int) -> dict[str, Any]:
-        created_key = _s(_created_key(order))
-        item: dict[str, Any] = {
-            "pk": _s(_order_pk(order.id)),
-            "sk": _s(ORDER_SK),
-            "entity": _s("order"),
-            "id": _s(str(order.id)),
-            "email": _s(order.email),
-            "status": _s(order.status.value),
-            "currency": _s(order.currency),
-            "subtotal_minor": _n(order.subtotal_minor),
-            "shipping_minor": _n(order.shipping_minor),
-            "total_minor": _n(order.total_minor),
-            "shipping_address": _document(order.shipping_address.as_dict()),
-            "notes": _s(order.notes),
-            "version": _n(version),
-            "last_event_sequence": _n(order.last_event_sequence),
-            "line_count": _n(len(order.lines)),
-            "idempotency_scope": _s(order.idempotency_scope),
-            "idempotency_key": _s(order.idempotency_key),
-            "request_fingerprint": _s(order.request_fingerprint),
-            "created_at": _s(_time(order.created_at)),
-            "updated_at": _s(_time(order.updated_at)),
-            "gsi2pk": _s(f"STATUS#{order.status.value}"),
+        created_key = _created_key(order)
+        values: dict[str, Any] = {
+            "pk": _order_pk(order.id),
+            "sk": ORDER_SK,
+            "entity": "order",
+            "id": str(order.id),
+            "email": order.email,
+            "status": order.status.value,
+            "currency": order.currency,
+            "subtotal_minor": order.subtotal_minor,
+            "shipping_minor": order.shipping_minor,
+            "total_minor": order.total_minor,
+            "shipping_address": order.shipping_address.as_dict(),
+            "notes": order.notes,
+            "version": version,
+            "last_event_sequence": order.last_event_sequence,
+            "line_count": len(order.lines),
+            "idempotency_scope": order.idempotency_scope,
+            "idempotency_key": order.idempotency_key,
+            "request_fingerprint": order.request_fingerprint,
+            "created_at": _time(order.created_at),
+            "updated_at": _time(order.updated_at),
+            "gsi2pk": f"STATUS#{order.status.value}",
             "gsi2sk": created_key,
-            "gsi3pk": _s(ALL_ORDERS),
+            "gsi3pk": ALL_ORDERS,
             "gsi3sk": created_key,
+            "gsi6pk": f"EMAIL#{order.email.strip().lower()}",
+            "gsi6sk": created_key,
+            "gsi7pk": f"REF#{order_reference(order.id).lower()}",
+            "gsi7sk": created_key,
         }
         if order.customer_id is not None:
-            item["customer_id"] = _n(order.customer_id)
-            item["gsi1pk"] = _s(f"CUSTOMER#{order.customer_id}")
-            item["gsi1sk"] = created_key
-        return item
+            values["customer_id"] = order.customer_id
+            values["gsi1pk"] = f"CUSTOMER#{order.customer_id}"
+            values["gsi1sk"] = created_key
+        return _to_item(values)
 
     @staticmethod
     def _line_item(order_id: uuid.UUID, position: int, line: OrderLine) -> dict[str, Any]:
-        return {
-            "pk": _s(_order_pk(order_id)),
-            "sk": _s(f"{LINE_PREFIX}{position:03d}"),
-            "entity": _s("line"),
-            "order_id": _s(str(order_id)),
-            "position": _n(position),
-            "product_id": _n(line.product_id),
-            "sku": _s(line.sku),
-            "name": _s(line.name),
-            "unit_price_minor": _n(line.unit_price_minor),
-            "quantity": _n(line.quantity),
-        }
+        return _to_item(
+            {
+                "pk": _order_pk(order_id),
+                "sk": f"{LINE_PREFIX}{position:03d}",
+                "entity": "line",
+                "order_id": str(order_id),
+                "position": position,
+                "product_id": line.product_id,
+                "sku": line.sku,
+                "name": line.name,
+                "unit_price_minor": line.unit_price_minor,
+                "quantity": line.quantity,
+            }
+        )
 
     @staticmethod
     def _event_item(event: OrderEvent) -> dict[str, Any]:
-        item = {
-            "pk": _s(_order_pk(event.order_id)),
-            "sk": _s(f"{EVENT_PREFIX}{event.sequence:08d}"),
-            "entity": _s("event"),
-            "id": _s(str(event.id)),
-            "order_id": _s(str(event.order_id)),
-            "sequence": _n(event.sequence),
-            "type": _s(event.type.value),
-            "actor": _s(event.actor),
-            "created_at": _s(_time(event.created_at)),
+        values: dict[str, Any] = {
+            "pk": _order_pk(event.order_id),
+            "sk": f"{EVENT_PREFIX}{event.sequence:08d}",
+            "entity": "event",
+            "id": str(event.id),
+            "order_id": str(event.order_id),
+            "sequence": event.sequence,
+            "type": event.type.value,
+            "actor": event.actor,
+            "created_at": _time(event.created_at),
             "data": _document(event.data),
         }
         if event.from_status:
-            item["from_status"] = _s(event.from_status.value)
+            values["from_status"] = event.from_status.value
         if event.to_status:
-            item["to_status"] = _s(event.to_status.value)
-        return item
+            values["to_status"] = event.to_status.value
+        return _to_item(values)
 
     @staticmethod
     def _outbox_item(order_id: uuid.UUID, message: OutboxMessage) -> dict[str, Any]:
         created = _time(message.created_at)
-        return {
-            "pk": _s(_order_pk(order_id)),
-            "sk": _s(_outbox_sk(message)),
-            "entity": _s("outbox"),
-            "id": _s(str(message.id)),
-            "order_id": _s(str(order_id)),
-            "event_type": _s(message.event_type),
-            "order_version": _n(message.order_version),
-            "payload": _document(message.payload),
-            "created_at": _s(created),
-            "gsi4pk": _s(OUTBOX_PENDING),
-            "gsi4sk": _s(f"{created}#{message.id}"),
-            "gsi5pk": _s(f"{OUTBOX_PREFIX}{message.id}"),
-        }
+        return _to_item(
+            {
+                "pk": _order_pk(order_id),
+                "sk": _outbox_sk(message),
+                "entity": "outbox",
+                "id": str(message.id),
+                "order_id": str(order_id),
+                "event_type": message.event_type,
+                "order_version": message.order_version,
+                "payload": _document(message.payload),
+                "created_at": created,
+                "gsi4pk": OUTBOX_PENDING,
+                "gsi4sk": f"{created}#{message.id}",
+            }
+        )
 
     @staticmethod
     def _event_from_item(item: dict[str, Any]) -> OrderEvent:
         return OrderEvent(
-            id=uuid.UUID(item["id"]["S"]),
-            order_id=uuid.UUID(item["order_id"]["S"]),
-            sequence=_int(item, "sequence"),
-            type=EventType(item["type"]["S"]),
-            actor=item["actor"]["S"],
-            created_at=_parse_time(item["created_at"]["S"]),
-            from_status=OrderStatus(item["from_status"]["S"]) if "from_status" in item else None,
-            to_status=OrderStatus(item["to_status"]["S"]) if "to_status" in item else None,
-            data=_plain(item["data"]),
+            id=uuid.UUID(item["id"]),
+            order_id=uuid.UUID(item["order_id"]),
+            sequence=item["sequence"],
+            type=EventType(item["type"]),
+            actor=item["actor"],
+            created_at=_parse_time(item["created_at"]),
+            from_status=OrderStatus(item["from_status"]) if "from_status" in item else None,
+            to_status=OrderStatus(item["to_status"]) if "to_status" in item else None,
+            data=item["data"],
         )
 
     @staticmethod
     def _outbox_from_item(item: dict[str, Any]) -> OutboxMessage:
         return OutboxMessage(
-            id=uuid.UUID(item["id"]["S"]),
-            order_id=uuid.UUID(item["order_id"]["S"]),
-            event_type=item["event_type"]["S"],
-            order_version=_int(item, "order_version"),
-            payload=_plain(item["payload"]),
-            created_at=_parse_time(item["created_at"]["S"]),
+            id=uuid.UUID(item["id"]),
+            order_id=uuid.UUID(item["order_id"]),
+            event_type=item["event_type"],
+            order_version=item["order_version"],
+            payload=item["payload"],
+            created_at=_parse_time(item["created_at"]),
         )
 
     @staticmethod
     def _to_domain(item: dict[str, Any], line_items: list[dict[str, Any]]) -> Order:
         return Order(
-            id=uuid.UUID(item["id"]["S"]),
-            customer_id=_int(item, "customer_id") if "customer_id" in item else None,
-            email=item["email"]["S"],
-            status=OrderStatus(item["status"]["S"]),
-            currency=item["currency"]["S"],
+            id=uuid.UUID(item["id"]),
+            customer_id=item.get("customer_id"),
+            email=item["email"],
+            status=OrderStatus(item["status"]),
+            currency=item["currency"],
             lines=[
                 OrderLine(
-                    product_id=_int(line, "product_id"),
-                    sku=line["sku"]["S"],
-                    name=line["name"]["S"],
-                    unit_price_minor=_int(line, "unit_price_minor"),
-                    quantity=_int(line, "quantity"),
+                    product_id=line["product_id"],
+                    sku=line["sku"],
+                    name=line["name"],
+                    unit_price_minor=line["unit_price_minor"],
+                    quantity=line["quantity"],
                 )
-                for line in sorted(line_items, key=lambda line: _int(line, "position"))
+                for line in sorted(line_items, key=lambda line: line["position"])
             ],
-            subtotal_minor=_int(item, "subtotal_minor"),
-            shipping_minor=_int(item, "shipping_minor"),
-            total_minor=_int(item, "total_minor"),
-            shipping_address=ShippingAddress.from_dict(_plain(item["shipping_address"])),
-            notes=_str(item, "notes"),
-            version=_int(item, "version"),
-            last_event_sequence=_int(item, "last_event_sequence"),
-            idempotency_scope=_str(item, "idempotency_scope"),
-            idempotency_key=_str(item, "idempotency_key"),
-            request_fingerprint=_str(item, "request_fingerprint"),
-            created_at=_parse_time(item["created_at"]["S"]),
-            updated_at=_parse_time(item["updated_at"]["S"]),
+            subtotal_minor=item["subtotal_minor"],
+            shipping_minor=item["shipping_minor"],
+            total_minor=item["total_minor"],
+            shipping_address=ShippingAddress.from_dict(item["shipping_address"]),
+            notes=item.get("notes", ""),
+            version=item["version"],
+            last_event_sequence=item["last_event_sequence"],
+            idempotency_scope=item.get("idempotency_scope", ""),
+            idempotency_key=item.get("idempotency_key", ""),
+            request_fingerprint=item.get("request_fingerprint", ""),
+            created_at=_parse_time(item["created_at"]),
+            updated_at=_parse_time(item["updated_at"]),
         )

@@ -30,6 +30,8 @@ from orders.repositories.base import decode_cursor, encode_cursor
 class DjangoOrderRepository:
     """Orders in the project's database. Writes join the caller's transaction if there is one."""
 
+    shares_database_transaction = True
+
     def add(self, order: Order, *, outbox: Sequence[OutboxMessage] = ()) -> None:
         with transaction.atomic():
             try:
@@ -92,6 +94,13 @@ class DjangoOrderRepository:
             rows = rows.filter(created_at__gte=query.created_from)
         if query.created_to is not None:
             rows = rows.filter(created_at__lt=query.created_to)
+        if query.email is not None:
+            rows = rows.filter(email__iexact=query.email)
+        if query.reference is not None:
+            # The ids whose first 32 bits are the reference: a range of the primary key.
+            rows = rows.filter(
+                id__gte=uuid.UUID(query.reference + "0" * 24), id__lte=uuid.UUID(query.reference + "f" * 24)
+            )
         position = decode_cursor(query)
         if query.newest_first:
             rows = rows.order_by("-created_at", "-id")
@@ -140,10 +149,10 @@ class DjangoOrderRepository:
             rows = rows.filter(order_id__in=order_ids)
         return [self._outbox_message(row) for row in rows.order_by("created_at", "order_version")[:limit]]
 
-    def outbox_mark_relayed(self, message_ids: Sequence[uuid.UUID]) -> None:
-        models.OutboxEntry.objects.filter(id__in=message_ids, relayed_at__isnull=True).update(
-            relayed_at=utcnow()
-        )
+    def outbox_mark_relayed(self, messages: Sequence[OutboxMessage]) -> None:
+        models.OutboxEntry.objects.filter(
+            id__in=[message.id for message in messages], relayed_at__isnull=True
+        ).update(relayed_at=utcnow())
 
     # --- mapping ----------------------------------------------------------------------------
     @staticmethod

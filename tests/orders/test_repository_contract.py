@@ -311,6 +311,70 @@ def test_a_tampered_or_foreign_cursor_is_refused(
         repo.list(OrderQuery(customer_id=cid[1], limit=1, cursor=cursor))
 
 
+def test_list_finds_orders_by_email_and_reference_with_the_other_filters(
+    repo: OrderRepository, new_order: Callable[..., Order], cid: list[int]
+) -> None:
+    base = utcnow() - timedelta(days=3)
+    ada_old = new_order(customer_id=cid[0], created_at=base)
+    ada_new = new_order(customer_id=cid[0], created_at=base + timedelta(days=1))
+    ada_paid = new_order(customer_id=None, created_at=base + timedelta(days=2), status=OrderStatus.PAID)
+    other = new_order(customer_id=cid[1], created_at=base + timedelta(days=1, hours=1))
+    ada_old.email = "Ada@Example.com"
+    ada_new.email = "ada@example.com"
+    ada_paid.email = "ADA@EXAMPLE.COM"
+    other.email = "grace@example.com"
+    for order in [ada_old, ada_new, ada_paid, other]:
+        repo.add(order)
+
+    def ids(**filters: Any) -> list[uuid.UUID]:
+        return [o.id for o in repo.list(OrderQuery(limit=50, **filters)).orders]
+
+    assert ids(email="ada@example.com") == [ada_paid.id, ada_new.id, ada_old.id]
+    assert ids(email=" ADA@example.COM ") == [ada_paid.id, ada_new.id, ada_old.id]
+    assert ids(email="ada@example.com", newest_first=False) == [ada_old.id, ada_new.id, ada_paid.id]
+    assert ids(email="ada@example.com", status=OrderStatus.PAID) == [ada_paid.id]
+    assert ids(email="ada@example.com", customer_id=cid[0]) == [ada_new.id, ada_old.id]
+    assert ids(email="ada@example.com", created_from=base + timedelta(hours=1)) == [ada_paid.id, ada_new.id]
+    assert ids(email="ada@example") == []
+    assert ids(email="grace@example.com", customer_id=cid[0]) == []
+
+    assert ada_new.reference == ada_new.id.hex[:8].upper()
+    assert ids(reference=ada_new.reference) == [ada_new.id]
+    assert ids(reference=ada_new.reference.lower()) == [ada_new.id]
+    assert ids(reference=ada_new.reference, email="ada@example.com", customer_id=cid[0]) == [ada_new.id]
+    assert ids(reference=ada_new.reference, status=OrderStatus.PAID) == []
+    assert ids(reference=other.reference, email="ada@example.com") == []
+    unused = next(
+        f"{n:08x}"
+        for n in range(16)
+        if f"{n:08x}" not in {o.reference.lower() for o in [ada_old, ada_new, ada_paid, other]}
+    )
+    assert ids(reference=unused) == []
+    with pytest.raises(OrderValidationError):
+        OrderQuery(reference="not-hex!")
+
+
+def test_email_and_reference_listings_page_with_their_own_cursors(
+    repo: OrderRepository, new_order: Callable[..., Order]
+) -> None:
+    base = utcnow()
+    orders = [new_order(created_at=base + timedelta(seconds=i)) for i in range(5)]
+    for order in orders:
+        repo.add(order)
+    seen: list[uuid.UUID] = []
+    cursor = None
+    while True:
+        page = repo.list(OrderQuery(email="buyer@example.com", limit=2, cursor=cursor))
+        seen += [o.id for o in page.orders]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [o.id for o in reversed(orders)]
+    first = repo.list(OrderQuery(email="buyer@example.com", limit=2)).next_cursor
+    with pytest.raises(OrderValidationError):  # a cursor of one email's listing on another's
+        repo.list(OrderQuery(email="other@example.com", limit=2, cursor=first))
+
+
 def test_pending_outbox_is_read_oldest_first_and_marked_relayed(
     repo: OrderRepository, new_order: Callable[..., Order]
 ) -> None:
@@ -328,7 +392,8 @@ def test_pending_outbox_is_read_oldest_first_and_marked_relayed(
     assert [m.id for m in repo.outbox_pending(limit=10)] == [early.id, late.id]
     assert [m.id for m in repo.outbox_pending(limit=1)] == [early.id]
     assert [m.id for m in repo.outbox_pending(limit=10, order_ids=[second.id])] == [late.id]
-    repo.outbox_mark_relayed([early.id])
-    repo.outbox_mark_relayed([early.id])  # twice is harmless
+    [pending_early, _] = repo.outbox_pending(limit=10)
+    repo.outbox_mark_relayed([pending_early])
+    repo.outbox_mark_relayed([pending_early])  # twice is harmless
     assert [m.id for m in repo.outbox_pending(limit=10)] == [late.id]
     assert [m.id for m in repo.outbox(first.id)] == [early.id]  # still part of the order's history
