@@ -22,13 +22,11 @@ from orders.domain import (
     OutboxMessage,
     ShippingAddress,
 )
-from orders.models import Order as OrderRow
-from orders.models import OrderEvent as OrderEventRow
 from orders.models import Product
-from orders.repositories.orm import DjangoOrderRepository
 from orders.services import LineRequest
 from tests.conftest import ADDRESS
 from tests.orders.factories import ProductFactory
+from tests.stores import crashing, stored_orders
 
 pytestmark = pytest.mark.django_db
 
@@ -94,7 +92,7 @@ def test_over_order_is_refused_and_nothing_is_reserved(repository: Any, mug: Any
         place(repository, {"MUG-1": 3, "TEE-1": 6})
     assert "Only 5 of TEE-1 left" in raised.value.fields["lines"][0]
     assert (stock("MUG-1"), stock("TEE-1")) == (10, 5)
-    assert not OrderRow.objects.exists()
+    assert stored_orders(repository) == []
 
 
 @pytest.mark.parametrize("sku", ["NOPE", "OFF-1"])
@@ -104,7 +102,7 @@ def test_unknown_or_inactive_products_are_refused(repository: Any, mug: Any, sku
         place(repository, {"MUG-1": 1, sku: 1})
     assert sku in raised.value.fields["lines"][0]
     assert stock("MUG-1") == 10
-    assert not OrderRow.objects.exists()
+    assert stored_orders(repository) == []
 
 
 def test_one_order_cannot_mix_currencies(repository: Any, mug: Any) -> None:
@@ -129,24 +127,15 @@ def test_creation_writes_one_created_event(repository: Any, mug: Any) -> None:
     assert events[0].data["total_minor"] == 2900
 
 
-class ExplodingRepository(DjangoOrderRepository):
-    """Writes everything, then fails before the transaction commits."""
-
-    def add(self, order: Order, *, outbox: Any = ()) -> None:
-        super().add(order, outbox=outbox)
-        raise RuntimeError("the process died here")
-
-    def save(self, order: Order, *, outbox: Any = ()) -> None:
-        super().save(order, outbox=outbox)
-        raise RuntimeError("the process died here")
-
-
 @pytest.mark.django_db(transaction=True)
-def test_a_failure_mid_placement_leaves_no_order_no_event_and_no_reservation(mug: Any) -> None:
+def test_a_failure_mid_placement_leaves_no_order_no_event_and_no_reservation(
+    repository: Any, mug: Any
+) -> None:
+    failing = crashing(repository)
     with pytest.raises(RuntimeError):
-        place(ExplodingRepository(), {"MUG-1": 3})
-    assert not OrderRow.objects.exists()
-    assert not OrderEventRow.objects.exists()
+        place(failing, {"MUG-1": 3})
+    assert stored_orders(repository) == []
+    assert repository.events(failing.attempted.id) == []
     assert stock("MUG-1") == 10
 
 
@@ -154,7 +143,7 @@ def test_a_failure_mid_placement_leaves_no_order_no_event_and_no_reservation(mug
 def test_a_failure_mid_transition_leaves_status_events_and_stock(repository: Any, mug: Any) -> None:
     order, _ = place(repository, {"MUG-1": 3})
     with pytest.raises(RuntimeError):
-        services.order_cancel(repository=ExplodingRepository(), order_id=order.id, actor=GUEST)
+        services.order_cancel(repository=crashing(repository), order_id=order.id, actor=GUEST)
     assert repository.get(order.id).status == OrderStatus.PENDING_PAYMENT
     assert len(repository.events(order.id)) == 1
     assert stock("MUG-1") == 7
@@ -169,7 +158,7 @@ class TestIdempotentPlacement:
         assert created and not created_again
         assert again.id == first.id
         assert stock("MUG-1") == 8
-        assert OrderRow.objects.count() == 1
+        assert len(stored_orders(repository)) == 1
 
     def test_same_key_other_request_conflicts(self, repository: Any, mug: Any) -> None:
         place(repository, {"MUG-1": 2}, idempotency_scope="anonymous", idempotency_key="k")
@@ -182,12 +171,11 @@ class TestIdempotentPlacement:
         b, _ = place(repository, {"MUG-1": 1}, idempotency_scope="user:2", idempotency_key="k")
         assert a.id != b.id
 
-    def test_losing_a_race_on_the_key_returns_the_winner(self, mug: Any) -> None:
+    def test_losing_a_race_on_the_key_returns_the_winner(self, repository: Any, mug: Any) -> None:
         """The key was free when checked but taken when written: the winner's order comes back."""
-        repository = DjangoOrderRepository()
         winner, _ = place(repository, {"MUG-1": 1}, idempotency_scope="s", idempotency_key="race")
 
-        class LateRepository(DjangoOrderRepository):
+        class LateRepository(type(repository)):
             def get_by_idempotency_key(self, *, scope: str, key: str) -> Order | None:
                 self.calls = getattr(self, "calls", 0) + 1
                 return None if self.calls == 1 else super().get_by_idempotency_key(scope=scope, key=key)
@@ -321,10 +309,11 @@ class TestTransitions:
 
 
 class TestConcurrentWriters:
-    def test_a_lost_race_is_retried_on_fresh_data(self, place: Callable[..., Order]) -> None:
+    def test_a_lost_race_is_retried_on_fresh_data(self, repository: Any, place: Callable[..., Order]) -> None:
         order = place()
+        adapter = type(repository)
 
-        class RacingRepository(DjangoOrderRepository):
+        class RacingRepository(adapter):
             """Between our first read and our write, another writer adds a note."""
 
             raced = False
@@ -333,11 +322,11 @@ class TestConcurrentWriters:
                 ours = super().get(order_id)
                 if not self.raced:
                     self.raced = True
-                    other = DjangoOrderRepository().get(order_id)
+                    other = adapter().get(order_id)
                     other.record(
                         type=EventType.NOTE_ADDED, actor=Actor.system("other"), data={"text": "first"}
                     )
-                    DjangoOrderRepository().save(other)
+                    adapter().save(other)
                 return ours
 
         repository = RacingRepository()
@@ -352,10 +341,12 @@ class TestConcurrentWriters:
             EventType.STATUS_CHANGED,
         ]
 
-    def test_endless_races_give_up_with_concurrent_update(self, place: Callable[..., Order]) -> None:
+    def test_endless_races_give_up_with_concurrent_update(
+        self, repository: Any, place: Callable[..., Order]
+    ) -> None:
         order = place()
 
-        class AlwaysStale(DjangoOrderRepository):
+        class AlwaysStale(type(repository)):
             def save(self, order: Order, *, outbox: Any = ()) -> None:
                 order.version -= 1
                 super().save(order, outbox=outbox)
