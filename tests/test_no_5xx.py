@@ -237,6 +237,7 @@ class TestTheAnswers:
             assert response.status_code == status, (path, response.content[:200])
             assert response.json()["code"] == code and response.json()["message"]
 
+    @pytest.mark.usefixtures("repository")  # reaches the order store
     def test_a_body_within_the_depth_limit_is_read(self, mug: Any) -> None:
         nested_notes = {"sku": mug.sku, "quantity": 1}
         body = {"lines": [nested_notes], "email": "guest@example.com", "shipping_address": ADDRESS_JSON}

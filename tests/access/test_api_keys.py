@@ -87,6 +87,7 @@ def test_each_scope_allows_its_operations_and_no_other(
         }
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 def test_wrong_revoked_and_expired_keys_get_401_without_the_key_in_the_answer(
     live_server: Any, customer: Any, make_key: Callable[..., str]
 ) -> None:
@@ -109,6 +110,7 @@ def test_wrong_revoked_and_expired_keys_get_401_without_the_key_in_the_answer(
     assert call(live_server.url, "GET", "/api/orders", good).status_code == 200
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 def test_a_key_stops_working_when_its_expiry_passes(
     live_server: Any, customer: Any, make_key: Callable[..., str]
 ) -> None:
@@ -159,6 +161,7 @@ def test_staff_only_operations_stay_staff_only_whatever_the_scopes(
         assert answer.json()["code"] == "permission_denied", answer.text
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 def test_last_used_at_is_set_and_written_at_most_once_a_minute(
     live_server: Any, customer: Any, make_key: Callable[..., str]
 ) -> None:

@@ -35,6 +35,7 @@ def refresh(base: str, token: str) -> requests.Response:
     return post(base, "/api/auth/token/refresh", {"refresh": token})
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 def test_a_refresh_token_works_once_and_its_successor_takes_over(live_server: Any, customer: Any) -> None:
     base = live_server.url
     first = login(base)
@@ -74,6 +75,7 @@ def test_logout_revokes_the_refresh_token_and_logout_everywhere_revokes_every_on
     assert login(base)["access"]  # logging in again works
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 def test_a_password_change_on_the_account_page_stops_the_tokens_issued_before_it(
     live_server: Any, customer: Any
 ) -> None:
@@ -114,6 +116,7 @@ def test_a_password_change_on_the_account_page_stops_the_tokens_issued_before_it
     assert orders(base, after["access"]).status_code == 200
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 def test_a_password_set_anywhere_stops_old_tokens(live_server: Any, customer: Any) -> None:
     base = live_server.url
     before = login(base)

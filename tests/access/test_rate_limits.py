@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 import requests
 import time_machine
-from django.test import RequestFactory
+from django.test import RequestFactory, override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from access.throttling import client_address, parse_rate
 from tests.conftest import ADDRESS_JSON
 from tests.polling import DEADLINE_SECONDS, eventually
+from tests.stores import orders_in_dynamodb
 from tests.test_run import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -34,11 +35,14 @@ BUDGET = 3  # requests per hour for each limited route on the two servers
 
 
 @pytest.fixture(scope="module")
-def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+def two_servers(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[list[str]]:
     """Two `runserver` processes on one fresh SQLite database (its shared-cache table made by
     `migrate`), with small budgets; one proxy trusted, so each test can speak from an address of
-    its own in X-Forwarded-For."""
+    its own in X-Forwarded-For. With orders in DynamoDB, they share a table of their own."""
     folder = tmp_path_factory.mktemp("two-servers")
+    store = two_servers_store(request)
     env = {
         **os.environ,
         "DJANGO_ENV": "development",
@@ -54,6 +58,7 @@ def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]
         "LOGIN_LOCKOUT_ADDRESS_FAILURES": "0",
         "MONITORING_FLUSH_SECONDS": "0",
         "DJANGO_SUPERUSER_PASSWORD": "pw-for-two-servers",
+        **store,
     }
     env.pop("DATABASE_URL", None)
     manage = [sys.executable, "manage.py"]
@@ -97,6 +102,25 @@ def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]
                 process.wait()
         for log in logs:
             log.close()
+
+
+def two_servers_store(request: pytest.FixtureRequest) -> dict[str, str]:
+    """With orders in DynamoDB: the variables of a table made for the two servers (on the
+    session's moto, which the tests using them do not reset), else none."""
+    if not orders_in_dynamodb():
+        return {}
+    from orders.repositories.dynamodb import create_tables, new_dynamodb_client
+
+    env = {
+        "DYNAMODB_ENDPOINT_URL": request.getfixturevalue("dynamodb_server"),
+        "DYNAMODB_TABLE": f"cis-orders-two-servers-{uuid.uuid4().hex[:8]}",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    with override_settings(**env):
+        create_tables(new_dynamodb_client())
+    return env
 
 
 def _alternate(bases: list[str]) -> Iterator[str]:
@@ -264,6 +288,7 @@ def small_budgets(settings: Any) -> None:
     }
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 @pytest.mark.django_db
 @pytest.mark.usefixtures("small_budgets")
 def test_each_user_has_a_budget_of_their_own_and_it_comes_back_after_the_window(
@@ -285,6 +310,7 @@ def test_each_user_has_a_budget_of_their_own_and_it_comes_back_after_the_window(
         assert ada.get("/api/orders").status_code == 200
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 @pytest.mark.django_db
 @pytest.mark.usefixtures("small_budgets")
 def test_the_anonymous_order_budget_does_not_apply_to_customers(api_as: Any, customer: Any, mug: Any) -> None:

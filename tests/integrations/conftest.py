@@ -23,13 +23,12 @@ def moto_server_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def aws_sandbox(moto_server_url: str, settings: Any) -> dict[str, Any]:
+def aws_sandbox(moto_server_url: str, settings: Any, request: pytest.FixtureRequest) -> dict[str, Any]:
     """Settings pointed at the moto server, wiped, with the standard topic and its demo queue."""
-    import requests
-
     from integrations.aws import aws_setup
+    from tests.stores import reset_moto
 
-    requests.post(f"{moto_server_url}/moto-api/reset", timeout=60).raise_for_status()
+    reset_moto(moto_server_url, request)
     settings.AWS_ENDPOINT_URL = moto_server_url
     settings.AWS_REGION = "us-east-1"
     settings.AWS_ACCESS_KEY_ID = "testing"

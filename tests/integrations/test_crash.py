@@ -46,11 +46,12 @@ from django.db.models import F, Sum
 from integrations.models import Delivery, DeliveryState
 from integrations.resilience import shared_cache
 from orders.domain import Actor, OrderStatus, ShippingAddress
-from orders.repositories import get_order_repository
+from orders.repositories import OrderRepository
 from orders.services import LineRequest, order_place, order_transition
 from tests.integrations.conftest import SENDGRID_TEST_KEY, SHEETS_TEST_SPREADSHEET
 from tests.orders.factories import ProductFactory
 from tests.polling import DEADLINE_SECONDS, eventually
+from tests.stores import reset_moto, store_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -130,13 +131,11 @@ class Managed:
 
 # --- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture
-def fifo_aws(moto_server_url: str, settings: Any) -> dict[str, Any]:
+def fifo_aws(moto_server_url: str, settings: Any, request: pytest.FixtureRequest) -> dict[str, Any]:
     """moto, wiped, with a FIFO topic and a FIFO demo queue subscribed to it."""
-    import requests
-
     from integrations.aws import aws_clear_caches, aws_setup
 
-    requests.post(f"{moto_server_url}/moto-api/reset", timeout=60).raise_for_status()
+    reset_moto(moto_server_url, request)
     aws_clear_caches()
     settings.AWS_ENDPOINT_URL = moto_server_url
     settings.AWS_REGION = "us-east-1"
@@ -187,6 +186,7 @@ def stack(
     moto_server_url: str,
     cluster_name: str,
     clean_shared_state: None,
+    repository: OrderRepository,
 ) -> Iterator[dict[str, Any]]:
     env = {
         key: value
@@ -215,6 +215,7 @@ def stack(
             "SNS_TOPIC_NAME": "cis-order-events",
             "SNS_TOPIC_ARN": fifo_aws["topic_arn"],
             **database_env(),
+            **store_env(),
         }
     )
     processes = {
@@ -267,6 +268,7 @@ def test_a_killed_cluster_loses_nothing_and_repeats_only_what_was_in_flight(
     sendgrid_sandbox: Any,
     sheets_sandbox: Any,
     fifo_aws: dict[str, Any],
+    repository: OrderRepository,
 ) -> None:
     qcluster, sweeper = stack["qcluster"], stack["sweeper"]
 
@@ -277,7 +279,6 @@ def test_a_killed_cluster_loses_nothing_and_repeats_only_what_was_in_flight(
     sendgrid_sandbox.set_faults(latency_ms=30)
 
     ProductFactory(sku="CRASH-1", price_minor=1200, stock=ORDERS * 2)
-    repository = get_order_repository()
     order_ids: set[str] = set()
     for n in range(ORDERS):
         order, _ = order_place(

@@ -18,8 +18,8 @@ from integrations.resilience import CircuitBreaker, Pause, RateLimiter, backoff_
 from orders import services as order_services
 from orders.domain import Actor, Order, OrderStatus
 from orders.repositories import OrderRepository
-from orders.repositories.orm import DjangoOrderRepository
 from tests.integrations.fakes import FakeAdapter
+from tests.stores import crashing
 
 pytestmark = pytest.mark.django_db
 
@@ -88,8 +88,8 @@ class TestOutboxAndRelay:
     def test_a_relay_that_stopped_before_marking_creates_nothing_twice(
         self, paid: Order, repository: OrderRepository
     ) -> None:
-        class ForgetfulRepository(DjangoOrderRepository):
-            def outbox_mark_relayed(self, message_ids: Any) -> None:  # dies before marking
+        class ForgetfulRepository(type(repository)):
+            def outbox_mark_relayed(self, messages: Any) -> None:  # dies before marking
                 pass
 
         assert services.outbox_relay(repository=ForgetfulRepository(), dispatch=False) == 3
@@ -101,15 +101,9 @@ class TestOutboxAndRelay:
         self, place: Callable[..., Order], repository: OrderRepository
     ) -> None:
         order = place()
-
-        class Exploding(DjangoOrderRepository):
-            def save(self, order: Order, *, outbox: Any = ()) -> None:
-                super().save(order, outbox=outbox)
-                raise RuntimeError("died before commit")
-
         with pytest.raises(RuntimeError):
             order_services.order_transition(
-                repository=Exploding(), order_id=order.id, to_status=OrderStatus.PAID, actor=ACTOR
+                repository=crashing(repository), order_id=order.id, to_status=OrderStatus.PAID, actor=ACTOR
             )
         assert repository.outbox(order.id) == []
 

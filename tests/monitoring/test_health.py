@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 pytestmark = pytest.mark.django_db
 
 
-def test_health_reports_every_component(api: APIClient) -> None:
+def test_health_reports_every_component(api: APIClient, repository: Any) -> None:
     response = api.get("/api/monitoring/health")
     assert response.status_code == 200
     body = response.json()
@@ -28,7 +28,7 @@ def test_health_reports_every_component(api: APIClient) -> None:
         "integration:sheets",
         "integration:sns",
     }
-    assert components["orders_store"]["detail"] == {"adapter": "DjangoOrderRepository"}
+    assert components["orders_store"]["detail"] == {"adapter": type(repository).__name__}
     assert all(c["ok"] and c["latency_ms"] >= 0 for c in components.values())
     assert [c["required"] for c in components.values()] == [True] * 4 + [False] * 3
     assert components["integration:email"]["detail"] | {"window_s": 0} == {
@@ -62,6 +62,7 @@ def test_a_dead_component_makes_it_503_with_the_reason(api: APIClient, settings:
     assert "cache: " in body["reason"]
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 def test_an_open_circuit_is_degraded_but_still_ready(api: APIClient) -> None:
     from integrations.resilience import CircuitBreaker
 

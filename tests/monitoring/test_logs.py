@@ -103,6 +103,7 @@ def test_secrets_and_card_numbers_are_masked_in_every_line(settings: Any) -> Non
         assert "3f2504e0-4f89-11d3-9a0c-0305e82c3301" in text  # ids are not card numbers
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 def test_a_request_id_is_on_the_lines_of_its_request(
     api_as: Callable[[Any], APIClient], customer: Any, root_json: io.StringIO
 ) -> None:
@@ -145,6 +146,7 @@ def test_lines_reach_cloudwatch_logs(aws_sandbox: dict[str, Any], settings: Any)
     assert json.loads(found[1]["message"])["message"] == "second line"
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 def test_cloudwatch_down_breaks_nothing(settings: Any, api: APIClient) -> None:
     settings.AWS_ENDPOINT_URL = "http://127.0.0.1:1"
     # Nothing is sent before close() (however long the request takes), so close() meets the outage.

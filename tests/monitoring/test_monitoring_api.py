@@ -89,6 +89,7 @@ def place_and_pay(client: APIClient, payment_method: str, key: str) -> tuple[str
     return order_id, paid.status_code
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 @pytest.mark.django_db(transaction=True)  # commit hooks run: outbox relay, alert publishing
 def test_traffic_and_an_outage_show_in_the_api_cloudwatch_and_one_alert(
     outage: dict[str, Any],
@@ -248,6 +249,7 @@ def test_a_bad_window_is_a_400_naming_the_field(api_as: Callable[[Any], APIClien
     assert "window" in response.json()["fields"]
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 def test_the_request_id_is_taken_returned_and_kept_with_a_5xx(api: APIClient, settings: Any) -> None:
     answer = api.get("/api/monitoring/health", HTTP_X_REQUEST_ID="probe-42")
     assert answer["X-Request-ID"] == "probe-42"

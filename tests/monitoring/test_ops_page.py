@@ -266,6 +266,7 @@ def test_the_order_lookup_tells_one_orders_whole_story(ops_client: Client, traff
     assert response["Location"] == f"/ops/?order={order.id}#story"
 
 
+@pytest.mark.usefixtures("repository")  # reaches the order store
 @pytest.mark.django_db
 def test_a_bad_or_unknown_order_id_is_a_message_not_an_error(
     ops_client: Client, clean_breakers: None
