@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,10 +20,10 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import caches
 
+from core.locks import shared_lock
 from integrations.models import CircuitEvent, CircuitState
 
 logger = logging.getLogger(__name__)
-_pause = threading.Event()
 
 
 def shared_cache() -> Any:
@@ -34,23 +33,6 @@ def shared_cache() -> Any:
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
     """Exponential backoff with full jitter: anywhere from 0 to min(cap, base * 2^(attempt-1))."""
     return random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))  # noqa: S311 - jitter, not secrets
-
-
-@contextmanager
-def shared_lock(key: str, *, timeout: float = 5.0) -> Iterator[None]:
-    """A short cross-process lock on `key`."""
-    cache = shared_cache()
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + timeout
-    while not cache.add(f"lock:{key}", token, timeout=10):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"could not lock {key}")
-        _pause.wait(0.005)
-    try:
-        yield
-    finally:
-        if cache.get(f"lock:{key}") == token:
-            cache.delete(f"lock:{key}")
 
 
 @dataclass

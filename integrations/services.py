@@ -34,6 +34,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from core.errors import ApplicationError
+from core.locks import shared_lock
 from integrations.adapters.base import DeliveryError, DeliveryOutcome, DeliveryRequest, IntegrationAdapter
 from integrations.models import CLAIMABLE_STATES, Delivery, DeliveryState
 from integrations.resilience import (
@@ -43,7 +44,6 @@ from integrations.resilience import (
     backoff_seconds,
     exclusive,
     shared_cache,
-    shared_lock,
 )
 from orders.domain import Actor
 from orders.repositories import OrderRepository, get_order_repository

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.locks import shared_lock
 from monitoring import context
 from monitoring.models import Alert, ErrorRecord, MetricBucket, ProbeResult
 from monitoring.scrub import scrub
@@ -69,8 +70,6 @@ def alert_raise(*, subject: str, kind: str, message: str) -> Alert | None:
     published to the alerts SNS topic once the transaction commits. Returns the alert, or None
     when it could not even be stored.
     """
-    from integrations.resilience import shared_lock
-
     message = scrub(message)[:MESSAGE_LIMIT]
     now = timezone.now()
     try:

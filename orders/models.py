@@ -3,10 +3,10 @@
 `Product` is the catalog. `Order`, `OrderLine`, `OrderEvent` and `OutboxEntry` are the storage
 of the ORM order repository (`orders.repositories.orm`). Services, selectors, pages and APIs read
 and write orders through the repository and the domain types in `orders.domain`; these rows are
-read directly only by the ORM-backed admin (`orders/admin.py` and the subclasses payments and
-integrations register, and the email search of `orders/admin_repository.py`), by benchmarks
-(`bench/`) and by tests. `PendingStockChange` is the services' record of stock moved for an
-order write to a store outside this database, until that write's outcome settles it.
+read directly only by the ORM adapter, the admin's list of outbox entries, benchmarks (`bench/`)
+and tests (the one order admin, `orders/admin/`, goes through the repository). `PendingStockChange`
+is the services' record of stock moved for an order write to a store outside this database,
+until that write's outcome settles it.
 """
 
 from __future__ import annotations

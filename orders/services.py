@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +26,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils.module_loading import import_string
 
+from core.locks import shared_lock
 from orders.domain import (
     CUSTOMER_EDITABLE_STATUSES,
     NOTIFIED_STATUSES,
@@ -67,7 +66,6 @@ SHARED_LOCK_WAIT_SECONDS = 15.0
 # may still be under way: far beyond the client's timeouts and attempts (well under a minute),
 # so after it the order's audit trail says for sure whether the write happened.
 STOCK_SETTLE_AFTER = timedelta(minutes=10)
-_pause = threading.Event()
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,7 +522,7 @@ def _anonymous_hold(
     cache = caches["shared"]
     key = _anonymous_hold_key(address)
     limit = settings.ORDER_ANON_HOLD_MAX_UNITS
-    with _shared_lock(key):
+    with shared_lock(key, wait=SHARED_LOCK_WAIT_SECONDS, hold=SHARED_LOCK_SECONDS):
         placed: dict[str, int] = {}
         for order_id, held_units in (cache.get(key) or {}).items():
             try:
@@ -557,24 +555,6 @@ def _anonymous_hold(
         for order in new:
             placed[str(order.id)] = sum(line.quantity for line in order.lines)
         cache.set(key, placed, timeout=timeout)
-
-
-@contextmanager
-def _shared_lock(key: str) -> Iterator[None]:
-    """A short lock every web and worker process sees (`cache.add` is atomic on Redis and on
-    the database cache). The key expires by itself if its holder dies."""
-    cache = caches["shared"]
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + SHARED_LOCK_WAIT_SECONDS
-    while not cache.add(f"lock:{key}", token, timeout=SHARED_LOCK_SECONDS):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"could not lock {key}")
-        _pause.wait(0.005)
-    try:
-        yield
-    finally:
-        if cache.get(f"lock:{key}") == token:
-            cache.delete(f"lock:{key}")
 
 
 def _apply(

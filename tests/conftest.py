@@ -79,7 +79,7 @@ def repository(db: None, request: pytest.FixtureRequest) -> Iterator[OrderReposi
     adapter = import_string(django_settings.ORDER_REPOSITORY)
     if isinstance(adapter, type) and issubclass(adapter, DynamoDbOrderRepository):
         request.getfixturevalue("dynamodb")
-    _load.cache_clear()  # no instance (nor its memo of outbox keys) carries over between tests
+    _load.cache_clear()  # no adapter instance carries over between tests
     yield get_order_repository()
     _load.cache_clear()
 

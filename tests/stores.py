@@ -89,11 +89,11 @@ def reset_moto(url: str, request: pytest.FixtureRequest) -> None:
     the SNS topic). When the test stores orders in DynamoDB, its table is set up first and made
     again after the reset.
     """
-    from orders.repositories.dynamodb import create_tables, new_dynamodb_client
+    from orders.repositories.dynamodb import create_tables, dynamodb_client
 
     keep_orders = orders_in_dynamodb() and "repository" in request.fixturenames
     if keep_orders:
         request.getfixturevalue("repository")
     requests.post(f"{url}/moto-api/reset", timeout=60).raise_for_status()
     if keep_orders:
-        create_tables(new_dynamodb_client())
+        create_tables(dynamodb_client())

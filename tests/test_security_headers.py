@@ -149,8 +149,8 @@ def site_pages(place: Callable[..., Order], customer: Any, mug: Any) -> list[tup
         ("customer", "/checkout/"),
         ("staff", "/ops/"),
         ("staff", "/admin/"),
-        ("staff", "/admin/orders/store/"),
-        ("staff", f"/admin/orders/store/{order.id}/"),
+        ("staff", "/admin/orders/order/"),
+        ("staff", f"/admin/orders/order/{order.id}/change/"),
         ("staff", "/admin/orders/product/"),
         ("staff", f"/admin/orders/product/{mug.pk}/change/"),
         ("staff", "/admin/payments/payment/"),
@@ -272,8 +272,8 @@ def test_admin_ops_and_docs_render_without_policy_violations(
     visited = []
     for path, ready in (
         ("/admin/", "#content"),
-        ("/admin/orders/store/", "#content"),
-        (f"/admin/orders/store/{order.id}/", "#order-timeline"),
+        ("/admin/orders/order/", "#content"),
+        (f"/admin/orders/order/{order.id}/change/", "#order-timeline"),
         ("/admin/orders/product/", "#changelist"),
         (f"/admin/orders/product/{mug.pk}/change/", "#product_form"),
         ("/admin/orders/product/add/", "#product_form"),
@@ -296,9 +296,9 @@ def test_admin_ops_and_docs_render_without_policy_violations(
         dialog.dismiss()
 
     page.on("dialog", dismiss)
-    page.goto(f"{base}/admin/orders/store/{order.id}/")
+    page.goto(f"{base}/admin/orders/order/{order.id}/change/")
     page.locator("#order-actions button[data-confirm]").first.click()
-    assert asked and page.url == f"{base}/admin/orders/store/{order.id}/"
+    assert asked and page.url == f"{base}/admin/orders/order/{order.id}/change/"
     assert page.evaluate("window.__csp") == []
 
     # The watch itself works: an inline style attribute is reported.

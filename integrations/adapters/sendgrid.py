@@ -11,8 +11,8 @@ Outcomes: 2xx → the `X-Message-Id` header as external id; an HTTP error → cl
 a payload that cannot be rendered → permanent.
 
 Settings (read on every call, so tests can override them): `SENDGRID_API_KEY`,
-`SENDGRID_API_BASE`, `SENDGRID_FROM_EMAIL`, `SENDGRID_SANDBOX_MODE`, and optionally
-`SENDGRID_TIMEOUT_SECONDS` (10 when unset).
+`SENDGRID_API_BASE`, `SENDGRID_FROM_EMAIL`, `SENDGRID_SANDBOX_MODE`, and
+`SENDGRID_TIMEOUT_SECONDS` (declared in `config/settings.py`).
 """
 
 from __future__ import annotations
@@ -51,10 +51,6 @@ from integrations.adapters.base import (
 )
 from orders.money import format_money
 
-DEFAULT_API_BASE = "http://127.0.0.1:8425"
-DEFAULT_API_KEY = "SG.local-sandbox-key"
-DEFAULT_FROM_EMAIL = "shop@example.com"
-DEFAULT_TIMEOUT_SECONDS = 10.0
 IDEMPOTENCY_HEADER = "X-Idempotency-Key"
 
 # event type → template name (templates/emails/<name>.txt and .html)
@@ -194,20 +190,20 @@ class SendGridAdapter:
         """Seconds to wait for SendGrid's answer: the constructor's, else SENDGRID_TIMEOUT_SECONDS."""
         if self._timeout is not None:
             return self._timeout
-        return float(getattr(settings, "SENDGRID_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
+        return settings.SENDGRID_TIMEOUT_SECONDS
 
     def _client(self) -> SendGridAPIClient:
         client = SendGridAPIClient(
-            api_key=getattr(settings, "SENDGRID_API_KEY", DEFAULT_API_KEY),
-            host=getattr(settings, "SENDGRID_API_BASE", DEFAULT_API_BASE).rstrip("/"),
+            api_key=settings.SENDGRID_API_KEY,
+            host=settings.SENDGRID_API_BASE.rstrip("/"),
         )
         client.client.timeout = self.timeout  # SendGridAPIClient has no timeout option of its own
         return client
 
     def deliver(self, requests: list[DeliveryRequest]) -> list[DeliveryOutcome]:
         client = self._client()
-        from_email = getattr(settings, "SENDGRID_FROM_EMAIL", DEFAULT_FROM_EMAIL)
-        sandbox_mode = bool(getattr(settings, "SENDGRID_SANDBOX_MODE", False))
+        from_email = settings.SENDGRID_FROM_EMAIL
+        sandbox_mode = settings.SENDGRID_SANDBOX_MODE
         outcomes: list[DeliveryOutcome] = []
         backoff = 0.0
         for request in requests:
@@ -233,7 +229,7 @@ class SendGridAdapter:
         timeout = probe_timeout_seconds()
         client = self._client()
         client.client.timeout = timeout
-        from_email = getattr(settings, "SENDGRID_FROM_EMAIL", DEFAULT_FROM_EMAIL)
+        from_email = settings.SENDGRID_FROM_EMAIL
         mail = Mail(
             from_email=From(from_email),
             to_emails=To(from_email),

@@ -1,9 +1,9 @@
 """The `OrderRepository` port: how services store and find orders, whatever the backend.
 
 Product code reads and writes orders through an adapter of this protocol, chosen by the dotted
-path in `settings.ORDER_REPOSITORY` (the ORM by default); only admin code, benchmarks and tests
-read the ORM adapter's tables directly (see `orders/models.py`). One contract suite
-(`tests/orders/test_repository_contract.py`) runs against every adapter.
+path in `settings.ORDER_REPOSITORY` (the ORM by default); only the ORM adapter itself, the
+admin's outbox list, benchmarks and tests read its tables directly (see `orders/models.py`). One
+contract suite (`tests/orders/test_repository_contract.py`) runs against every adapter.
 """
 
 from __future__ import annotations

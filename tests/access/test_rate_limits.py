@@ -109,7 +109,7 @@ def two_servers_store(request: pytest.FixtureRequest) -> dict[str, str]:
     session's moto, which the tests using them do not reset), else none."""
     if not orders_in_dynamodb():
         return {}
-    from orders.repositories.dynamodb import create_tables, new_dynamodb_client
+    from orders.repositories.dynamodb import create_tables, dynamodb_client
 
     env = {
         "DYNAMODB_ENDPOINT_URL": request.getfixturevalue("dynamodb_server"),
@@ -119,7 +119,7 @@ def two_servers_store(request: pytest.FixtureRequest) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
     with override_settings(**env):
-        create_tables(new_dynamodb_client())
+        create_tables(dynamodb_client())
     return env
 
 
