@@ -185,6 +185,16 @@ class OrderNotEditable(OrderError):
     code = "not_editable"
 
 
+class StatusChangeNotAllowed(OrderError):
+    """Only staff move an order from one status to another by hand."""
+
+    http_status = 403
+    code = "permission_denied"
+
+    def __init__(self) -> None:
+        super().__init__("Only staff may change an order's status.")
+
+
 class HoldLimitExceeded(OrderError):
     """An anonymous client already holds, in unpaid orders, as many units as it may
     (`ORDER_ANON_HOLD_MAX_UNITS` per source address): stock no one pays for is stock no one can buy."""

@@ -21,7 +21,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.cache import caches
-from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils.module_loading import import_string
@@ -48,6 +47,7 @@ from orders.domain import (
     OrderValidationError,
     OutboxMessage,
     ShippingAddress,
+    StatusChangeNotAllowed,
     can_transition,
     utcnow,
 )
@@ -280,13 +280,13 @@ def order_patch(
 ) -> Order:
     """Apply a partial change as one atomic write: edit the shipping address and notes (as
     `order_update`), append `note` (as `order_add_note`), then move to `status` (as
-    `order_transition`; staff only, else `PermissionDenied`).
+    `order_transition`; staff only, else `StatusChangeNotAllowed`).
 
     All or nothing: an illegal transition is refused before anything else is looked at, and any
     refusal (`IllegalTransition`, `OrderNotEditable`, `OrderValidationError`) writes nothing.
     """
     if status is not None and actor.kind != "staff":
-        raise PermissionDenied("Only staff may change an order's status.")
+        raise StatusChangeNotAllowed()
     text = _note_text(note) if note is not None else None
 
     def change(order: Order) -> bool:
@@ -696,8 +696,17 @@ def stock_changes_settle(*, repository: OrderRepository, now: datetime | None = 
     due = PendingStockChange.objects.filter(settle_after__lte=now or utcnow()).order_by("settle_after")
     settled = 0
     for pending in due.iterator():
-        happened = pending.event_id in {event.id for event in repository.events(pending.order_id)}
-        _settle(pending, happened=happened)
+        try:
+            happened = pending.event_id in {event.id for event in repository.events(pending.order_id)}
+            _settle(pending, happened=happened)
+        except Exception:  # one change the store cannot answer for must not hold back the rest
+            logger.exception(
+                "Stock change %s of order %s could not be settled; it is tried again next time",
+                pending.pk,
+                pending.order_id,
+                extra={"event": "orders.stock_change_settle_failed", "order_id": pending.order_id},
+            )
+            continue
         settled += 1
         logger.info(
             "Stock change %s (%s) of order %s settled late: the write %s",

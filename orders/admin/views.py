@@ -206,7 +206,7 @@ def list_view(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
 def _row(order: Order) -> dict[str, Any]:
     return {
         "id": order.id,
-        "reference": str(order.id)[:8].upper(),
+        "reference": order.reference,
         "url": detail_url(order.id),
         "created_at": order.created_at,
         "email": order.email,
@@ -421,7 +421,7 @@ def _detail_page(
         "title": f"Order {order.id}",
         "subtitle": None,
         "order": order,
-        "reference": str(order.id)[:8].upper(),
+        "reference": order.reference,
         "backend": type(repository).__name__,
         "money": {
             "subtotal": format_money(order.subtotal_minor, order.currency),

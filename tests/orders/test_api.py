@@ -328,11 +328,12 @@ class TestPatch:
         self, api_as: Callable, customer: Any, place: Callable, repository: OrderRepository
     ) -> None:
         order = place(customer=customer)
-        error(
+        body = error(
             api_as(customer).patch(f"/api/orders/{order.id}", {"status": "paid"}, format="json"),
             403,
             "permission_denied",
         )
+        assert body["message"] == "Only staff may change an order's status."
         assert repository.get(order.id).status == OrderStatus.PENDING_PAYMENT
 
     def test_staff_apply_legal_transitions(self, api_as: Callable, staff: Any, place: Callable) -> None:

@@ -17,7 +17,7 @@
 
 /*
  * A modified copy of localstripe 1.15's localstripe-v3.js (GPL-3.0-or-later, as above), served
- * by payments/sandbox/stripe_api.py at /js.stripe.com/v3/ for development and tests only.
+ * by sandbox/stripe/api.py at /js.stripe.com/v3/ for development and tests only.
  * Changes, marked "CIS change": the card element reads like Stripe's (Card number, MM / YY,
  * CVC, ZIP/postal code, with placeholders and labels); the number may be typed with spaces or
  * dashes, as the pay page prints the test cards; incomplete details are refused the way
