@@ -17,15 +17,17 @@ REFERENCE = re.compile(r"^#?([0-9a-fA-F]{8})$")
 
 @dataclass(frozen=True, slots=True)
 class OrderSearch:
-    """What the search box asked for: exactly one of an order id, a reference or an email."""
+    """What the search box asked for: exactly one of an order id, a reference, an email or a
+    customer account's username."""
 
     order_id: uuid.UUID | None = None
     reference: str | None = None
     email: str | None = None
+    username: str | None = None
 
 
 def parse_search(q: str) -> OrderSearch | None:
-    """The search a box's text means, or None when it is none of an id, a reference or an email."""
+    """The search a box's text means, or None when it can be none of them (it has spaces)."""
     q = q.strip()
     try:
         return OrderSearch(order_id=uuid.UUID(q))
@@ -33,9 +35,11 @@ def parse_search(q: str) -> OrderSearch | None:
         pass
     if match := REFERENCE.match(q):
         return OrderSearch(reference=match.group(1).lower())
-    if "@" in q and not any(character.isspace() for character in q):
+    if any(character.isspace() for character in q):
+        return None
+    if "@" in q:
         return OrderSearch(email=q)
-    return None
+    return OrderSearch(username=q)
 
 
 class OrderFilterForm(forms.Form):

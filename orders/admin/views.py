@@ -66,7 +66,10 @@ PAGE_SIZE = 50
 TITLE = "Orders"
 VIEW_PERMISSIONS = ("orders.view_order", "orders.change_order")
 CHANGE_PERMISSION = "orders.change_order"
-SEARCH_HELP = "Search by a whole order id, a reference (its first 8 characters, like 90385D94) or an email."
+SEARCH_HELP = (
+    "Search by a whole order id, a reference (its first 8 characters, like 90385D94), an email"
+    " or a customer's username."
+)
 
 
 # --- who may, and where things are ----------------------------------------------------------
@@ -138,6 +141,10 @@ def list_view(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
     q = (data.get("q") or "").strip()
     cursor = data.get("cursor") or None
     search = parse_search(q) if q else OrderSearch()
+    customer_id = None
+    if search is not None and search.username is not None:
+        customer_id = _customer_id(search.username)
+        search = search if customer_id is not None else None
     note = ""
     next_cursor: str | None = None
     if search is None:
@@ -149,6 +156,7 @@ def list_view(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
             orders, note = [], f"No order has the id {search.order_id}."
     else:
         query = OrderQuery(
+            customer_id=customer_id,
             status=status,
             created_from=_start_of(data["created_from"]) if data.get("created_from") else None,
             created_to=_start_of(data["created_to"] + timedelta(days=1)) if data.get("created_to") else None,
@@ -463,6 +471,11 @@ def _render_panel(panel: OrderAdminPanel, request: HttpRequest, order: Order) ->
     except Exception:  # another app's panel: logged, and the page still works
         logger.exception("The order admin panel %r failed for order %s", panel.name, order.id)
         return f"This section could not be shown ({panel.name} failed; see the error log)."
+
+
+def _customer_id(username: str) -> int | None:
+    """The id of the customer account with this username (any case), if there is one."""
+    return get_user_model().objects.filter(username__iexact=username).values_list("pk", flat=True).first()
 
 
 def _customer_url(customer_id: int | None) -> str:

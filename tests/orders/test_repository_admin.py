@@ -134,11 +134,12 @@ class TestList:
         assert messages_of(page) == ["Filters ignored: The start date is after the end date."]
         assert "Past 7 days" in page.content.decode()
 
-    def test_searches_by_id_reference_and_email(
+    def test_searches_by_id_reference_email_and_username(
         self, admin_client: Client, place: Callable[..., Order], customer: Any
     ) -> None:
         mine = place(customer=customer)
         guest = place(email="someone.else@example.com")
+        assert shown_ids(admin_client.get(STORE, {"q": customer.username.upper()})) == [str(mine.id)]
         assert shown_ids(admin_client.get(STORE, {"q": str(mine.id)})) == [str(mine.id)]
         assert shown_ids(admin_client.get(STORE, {"q": f" {guest.id} "})) == [str(guest.id)]
         assert shown_ids(admin_client.get(STORE, {"q": "someone.else@example.com"})) == [str(guest.id)]
