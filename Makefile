@@ -59,10 +59,9 @@ test: lint chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The whole suite again with orders in DynamoDB, on a moto server the suite starts itself; left
-# out: the tests about the ORM adapter itself (orm_only) and those needing hundreds of order
-# writes a second (high_rate), which moto cannot serve.
+# out: only the tests about the ORM adapter itself (marker orm_only).
 test-dynamodb: install chromium
-	ORDER_REPOSITORY=dynamodb $(BIN)/python -m pytest -m "not orm_only and not high_rate" $(PYTEST_ARGS)
+	ORDER_REPOSITORY=dynamodb $(BIN)/python -m pytest -m "not orm_only" $(PYTEST_ARGS)
 
 # The repository contract suite against DynamoDB Local (real DynamoDB's validation), run with its
 # client in a private network namespace because it cannot listen on loopback only (root).

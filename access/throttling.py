@@ -23,9 +23,7 @@ import hashlib
 import logging
 import math
 import re
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,8 +37,9 @@ from rest_framework.exceptions import ErrorDetail, Throttled
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
+from core.locks import shared_lock
+
 logger = logging.getLogger(__name__)
-_pause = threading.Event()
 
 KEY_PREFIX = "ratelimit"
 # A budget whose name ends so counts only clients without a user (anonymous order creation).
@@ -118,22 +117,12 @@ def budget(name: str) -> Budget | None:
 # --- the shared counter --------------------------------------------------------------------
 @contextmanager
 def _exclusive(key: str, *, wait: float = 2.0) -> Iterator[None]:
-    """A short cross-process lock (`cache.add` is atomic on Redis and on the database cache).
-    If it cannot be had in time the caller goes on unlocked: a count that may be off by one
-    beats refusing a request because the cache is slow."""
-    cache = shared_cache()
-    lock = f"{key}:lock"
-    deadline = time.monotonic() + wait
-    while not (held := cache.add(lock, uuid.uuid4().hex, timeout=5)):
-        if time.monotonic() > deadline:
+    """The counter's cross-process lock. If it cannot be had in time the caller goes on
+    unlocked: a count that may be off by one beats refusing a request because the cache is slow."""
+    with shared_lock(f"throttle:{key}", wait=wait, hold=5, required=False) as held:
+        if not held:
             logger.warning("Rate limit counter %s stayed locked; counting without the lock", key)
-            break
-        _pause.wait(0.002)
-    try:
         yield
-    finally:
-        if held:
-            cache.delete(lock)
 
 
 @dataclass(frozen=True)

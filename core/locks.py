@@ -18,18 +18,28 @@ _pause = threading.Event()  # never set: a sleep that is not `time.sleep`
 
 
 @contextmanager
-def shared_lock(key: str, *, wait: float = 5.0, hold: float = 10.0) -> Iterator[None]:
-    """Hold the lock on `key` for the block; `TimeoutError` after `wait` seconds of trying."""
+def shared_lock(key: str, *, wait: float = 5.0, hold: float = 10.0, required: bool = True) -> Iterator[bool]:
+    """Hold the lock on `key` for the block, yielding True.
+
+    After `wait` seconds of trying: `TimeoutError`, or with `required=False` the block runs
+    without the lock and gets False (for callers to whom a slow cache must not mean a refusal).
+    Only the holder's own token is ever released, so a lock that expired and was taken by
+    another process stays theirs.
+    """
     cache = caches["shared"]
     name = f"lock:{key}"
     token = uuid.uuid4().hex
     deadline = time.monotonic() + wait
+    held = True
     while not cache.add(name, token, timeout=hold):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"could not lock {key}")
-        _pause.wait(0.005)
+            if required:
+                raise TimeoutError(f"could not lock {key}")
+            held = False
+            break
+        _pause.wait(0.002)
     try:
-        yield
+        yield held
     finally:
-        if cache.get(name) == token:
+        if held and cache.get(name) == token:
             cache.delete(name)
