@@ -276,7 +276,7 @@ def test_orders_paid_while_sheets_flushes_each_reach_it_once_in_bounded_batches_
     Product.objects.filter(pk=mug.pk).update(stock=10_000)
     # moto's DynamoDB copies its whole table on each transaction (a few dozen order writes a
     # second), so orders there are fewer, in smaller batches: the same properties, at ~5 appends.
-    batch, cap, total = (25, 50, 120) if orders_in_dynamodb() else (100, 50, 500)
+    batch, cap, total = (15, 50, 60) if orders_in_dynamodb() else (100, 50, 500)
     settings.INTEGRATIONS = {
         "sheets": settings.INTEGRATIONS["sheets"]
         | {"flush_seconds": 0.5, "batch": batch, "max_calls_per_minute": cap}
