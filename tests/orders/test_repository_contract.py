@@ -402,3 +402,38 @@ def test_pending_outbox_is_read_oldest_first_and_marked_relayed(
     repo.outbox_mark_relayed([pending_early])  # twice is harmless
     assert [m.id for m in repo.outbox_pending(limit=10)] == [late.id]
     assert [m.id for m in repo.outbox(first.id)] == [early.id]  # still part of the order's history
+
+
+# --- DynamoDB's own contract that the adapter relies on -------------------------------------
+def test_dynamodb_request_tokens_make_a_repeat_harmless_and_refuse_another_request(dynamodb: Any) -> None:
+    """The adapter retries a transaction with its ClientRequestToken after a timeout. DynamoDB
+    (and so its stand-in; pass 4 checks this against DynamoDB Local) answers a repeat of an
+    applied transaction with success and no change, and the same token with another request
+    with IdempotentParameterMismatchException."""
+    from django.conf import settings
+
+    def put(sort_key: str) -> list[dict[str, Any]]:
+        item = {"pk": {"S": "TOKENTEST"}, "sk": {"S": sort_key}}
+        return [
+            {
+                "Put": {
+                    "TableName": settings.DYNAMODB_TABLE,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+        ]
+
+    token = uuid.uuid4().hex
+    dynamodb.transact_write_items(TransactItems=put("a"), ClientRequestToken=token)
+    dynamodb.transact_write_items(TransactItems=put("a"), ClientRequestToken=token)  # the repeat
+    with pytest.raises(dynamodb.exceptions.IdempotentParameterMismatchException):
+        dynamodb.transact_write_items(TransactItems=put("b"), ClientRequestToken=token)
+    with pytest.raises(dynamodb.exceptions.TransactionCanceledException):  # a new request is checked
+        dynamodb.transact_write_items(TransactItems=put("a"), ClientRequestToken=uuid.uuid4().hex)
+    stored = dynamodb.query(
+        TableName=settings.DYNAMODB_TABLE,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "TOKENTEST"}},
+    )["Items"]
+    assert [item["sk"]["S"] for item in stored] == ["a"]

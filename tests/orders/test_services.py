@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.core.exceptions import PermissionDenied
 
 from orders import services
 from orders.domain import (
@@ -23,6 +22,7 @@ from orders.domain import (
     OrderValidationError,
     OutboxMessage,
     ShippingAddress,
+    StatusChangeNotAllowed,
 )
 from orders.models import Order as OrderRow
 from orders.models import OrderEvent as OrderEventRow
@@ -316,7 +316,7 @@ class TestPatch:
                 notes="should not stick",
                 note="  ",
             )
-        with pytest.raises(PermissionDenied):
+        with pytest.raises(StatusChangeNotAllowed):
             services.order_patch(
                 repository=repository,
                 order_id=order.id,
