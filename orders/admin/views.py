@@ -60,8 +60,8 @@ from orders.selectors import order_events
 
 logger = logging.getLogger(__name__)
 
-LIST_TEMPLATE = "admin/orders/store/list.html"
-DETAIL_TEMPLATE = "admin/orders/store/detail.html"
+LIST_TEMPLATE = "admin/orders/order/list.html"
+DETAIL_TEMPLATE = "admin/orders/order/detail.html"
 PAGE_SIZE = 50
 TITLE = "Orders"
 VIEW_PERMISSIONS = ("orders.view_order", "orders.change_order")

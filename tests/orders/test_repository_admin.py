@@ -74,7 +74,7 @@ class TestList:
         page = admin_client.get(STORE)
         assert shown_ids(page) == [str(third.id), str(second.id), str(first.id)]
         html = page.content.decode()
-        assert "admin/orders/store/list.html" in [t.name for t in page.templates]
+        assert "admin/orders/order/list.html" in [t.name for t in page.templates]
         assert 'id="changelist-filter"' in html and "Orders" in html
         assert f'href="{detail(first)}"' in html and "$14.50" in html
 
@@ -171,7 +171,7 @@ class TestDetail:
         page = admin_client.get(detail(paid))
         assert page.status_code == 200
         html = page.content.decode()
-        assert "admin/orders/store/detail.html" in [t.name for t in page.templates]
+        assert "admin/orders/order/detail.html" in [t.name for t in page.templates]
         # fields, lines and totals
         assert str(paid.id) in html and "MUG-1" in html and "$29.00" in html and "Ada Lovelace" in html
         # the timeline
