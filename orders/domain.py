@@ -426,9 +426,10 @@ class Order:
 REFERENCE_LENGTH = 8
 
 
-def order_reference(order_id: uuid.UUID) -> str:
-    """An order id's short reference ("90385D94"): its first 8 hex digits, upper case."""
-    return order_id.hex[:REFERENCE_LENGTH].upper()
+def order_reference(order_id: uuid.UUID | str) -> str:
+    """An order id's short reference ("90385D94"): its first 8 hex digits, upper case (the id
+    as a UUID, or as the string an outbox payload carries)."""
+    return str(order_id)[:REFERENCE_LENGTH].upper()
 
 
 @dataclass(frozen=True, slots=True)

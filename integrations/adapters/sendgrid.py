@@ -49,6 +49,7 @@ from integrations.adapters.base import (
     ProbeFailed,
     probe_timeout_seconds,
 )
+from orders.domain import order_reference
 from orders.money import format_money
 
 IDEMPOTENCY_HEADER = "X-Idempotency-Key"
@@ -72,11 +73,6 @@ SUBJECTS: dict[str, str] = {
 
 class RenderError(Exception):
     """The delivery's payload cannot be made into an email (unknown event type, missing fields)."""
-
-
-def order_reference(order_id: object) -> str:
-    """The short reference the shop shows: the first 8 characters of the id, upper case."""
-    return str(order_id)[:8].upper()
 
 
 def _parse_datetime(value: Any) -> datetime | None:
