@@ -41,8 +41,8 @@ run: seed
 	@echo "             (spaces or not; any future expiry such as 12 / 34, any CVC and ZIP/postal code)"
 	@echo "  Ops:       http://$(GUNICORN_BIND)/ops/   (staff; Prometheus text at /metrics)"
 	@echo "  Fan-out:   email inbox http://127.0.0.1:8425/   analytics sheet http://127.0.0.1:8426/"
-	@echo "             SNS (moto) http://127.0.0.1:8427/ with the demo queue cis-order-events-demo"
-	@echo "             alerts to SNS cis-ops-alerts (queue cis-ops-alerts-demo); logs and metrics to CloudWatch on moto"
+	@echo "             SNS inbox http://127.0.0.1:8427/_inbox/ (topics cis-order-events and cis-ops-alerts,"
+	@echo "             demo queues cis-order-events-demo, cis-ops-alerts-demo); logs and metrics to CloudWatch on moto"
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" CLOUDWATCH_LOGS_ENABLED=$(or $(CLOUDWATCH_LOGS_ENABLED),true) \
 		CLOUDWATCH_METRICS_ENABLED=$(or $(CLOUDWATCH_METRICS_ENABLED),true) $(BIN)/honcho start -f Procfile

@@ -12,6 +12,7 @@ Standard library only, so it runs without Django: in a thread of the test proces
 
 Besides the API it serves, for people and tests:
 - `GET /`: the inbox, every accepted message newest first (HTML).
+- `GET /favicon.ico`: a small icon (sandbox/favicon.py), so a browser's tab has one.
 - `GET /_sandbox/messages`: the same as JSON (`?to=address` filters by recipient).
 - `GET /_sandbox/stats`: calls counted by outcome and by HTTP status.
 - `GET|POST /_sandbox/faults`: `{"fail_next": N, "status": 503, "latency_ms": 0, "burst_429": N}`.
@@ -40,6 +41,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
+
+from sandbox.favicon import CONTENT_TYPE as FAVICON_TYPE
+from sandbox.favicon import SENDGRID as SENDGRID_COLOUR
+from sandbox.favicon import favicon_ico
 
 MAIL_SEND_PATH = "/v3/mail/send"
 MAX_PERSONALIZATIONS = 1000
@@ -493,6 +498,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == "/":
             self._send(HTTPStatus.OK, self._inbox_page().encode(), content_type="text/html; charset=utf-8")
+        elif url.path == "/favicon.ico":
+            self._send(HTTPStatus.OK, favicon_ico(SENDGRID_COLOUR), content_type=FAVICON_TYPE)
         elif url.path == "/_sandbox/messages":
             recipient = (parse_qs(url.query).get("to") or [""])[0].lower()
             with self.state.lock:

@@ -19,6 +19,7 @@ formatted values (RAW numbers come back as "29", booleans as "TRUE").
 For tests and operators it also serves:
 
 - `GET /`: an HTML inbox of every spreadsheet's rows, with the call counts.
+- `GET /favicon.ico`: a small icon (sandbox/favicon.py), so a browser's tab has one.
 - `GET /_sandbox/spreadsheets/{id}`: the values of each tab as JSON.
 - `POST /_sandbox/spreadsheets` ({"spreadsheetId"?, "title"?, "sheets"?: ["Orders"]}): create one.
 - `GET /_sandbox/stats`: calls counted by kind (read, metadata, append, update, batch_update,
@@ -52,6 +53,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from sandbox import favicon
 
 DEFAULT_WORKSHEET = "Orders"
 # The same as integrations.adapters.sheets.HEADER (a test keeps them equal).
@@ -860,6 +863,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._token(raw)
             elif path == "/" and method == "GET":
                 self._send(200, _inbox_html(state).encode(), "text/html; charset=utf-8")
+            elif path == "/favicon.ico" and method == "GET":
+                self._send(200, favicon.favicon_ico(favicon.SHEETS), favicon.CONTENT_TYPE)
             elif path.startswith("/_sandbox/"):
                 self._admin(method, path, raw)
             elif path.startswith("/v4/spreadsheets/"):

@@ -12,7 +12,7 @@ webhook endpoints, Stripe.js), `events` (recorded, signed deliveries, refund web
 `rules` (minimum amounts, refund bounds). Each module's docstring says what it still
 leaves out.
 
-It adds `POST /_config/reset` (also at localstripe's `DELETE /_config/data`), which empties the
+It serves `GET /favicon.ico` (sandbox/favicon.py), and adds `POST /_config/reset` (also at localstripe's `DELETE /_config/data`), which empties the
 store, the webhook endpoints and the idempotency keys and cancels deliveries still waiting, so
 events of one test never arrive during the next (`?webhooks=1` also forgets the hooks of
 `POST /_config/webhooks/{id}`). Development and test tooling: never used in production.
@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sandbox import favicon
 from sandbox.stripe import api, compat, events, http
 
 
@@ -51,7 +52,7 @@ def build_app(*, webhook_delay: float | None = None, async_delay: float | None =
     state.async_delay = state.webhook_delay if async_delay is None else async_delay
     source = server.app
     # localstripe's app is a module global bound to the first loop that runs it: copy it.
-    middlewares = [http.request_context, http.idempotency, http.stripe_errors]
+    middlewares = [_favicon, http.request_context, http.idempotency, http.stripe_errors]
     app = web.Application(middlewares=[*middlewares, *source.middlewares])
     for callback in source.on_response_prepare:
         app.on_response_prepare.append(callback)
@@ -67,6 +68,14 @@ def build_app(*, webhook_delay: float | None = None, async_delay: float | None =
         if route.method != "HEAD" and (route.method, route.resource.canonical) not in taken:
             app.router.add_route(route.method, route.resource.canonical, route.handler)
     return app
+
+
+@web.middleware
+async def _favicon(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The icon, before localstripe's authentication (which wants an API key on every path)."""
+    if request.path == "/favicon.ico" and request.method in {"GET", "HEAD"}:
+        return web.Response(body=favicon.favicon_ico(favicon.STRIPE), content_type=favicon.CONTENT_TYPE)
+    return await handler(request)
 
 
 async def _reset(*, forget_webhooks: bool) -> int:

@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.test import override_settings
 
 from integrations.aws import aws_setup
-from sandbox.moto import SerialMotoServer
+from sandbox.moto import INBOX_PATH, SerialMotoServer
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # AWS_ENDPOINT_URL's default outside production (config/settings.py).
@@ -55,7 +55,7 @@ class Command(BaseCommand):
         server = SerialMotoServer(port=port)
         url = server.start()
         try:
-            self.stdout.write(f"moto (AWS stand-in) on {url}")
+            self.stdout.write(f"moto (AWS stand-in) on {url} (SNS inbox: {url}{INBOX_PATH})")
             if not options["no_setup"]:
                 with override_settings(AWS_ENDPOINT_URL=url):
                     result = aws_setup(demo_queue=True)
