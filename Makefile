@@ -10,7 +10,7 @@ export GUNICORN_BIND ?= 127.0.0.1:$(PORT)
 # The browser test (tests/payments/test_browser.py) drives Debian's Chromium through Playwright.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test test-dynamodb test-dynamodb-local install lint format migrate seed chromium compose-check clean
+.PHONY: run screenshots test test-dynamodb test-dynamodb-local install lint format migrate seed chromium compose-check clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -46,6 +46,12 @@ run: seed
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" CLOUDWATCH_LOGS_ENABLED=$(or $(CLOUDWATCH_LOGS_ENABLED),true) \
 		CLOUDWATCH_METRICS_ENABLED=$(or $(CLOUDWATCH_METRICS_ENABLED),true) $(BIN)/honcho start -f Procfile
+
+# The README's screenshots (docs/<page>-1280.png and -390.png: shop, payment page, order page, admin
+# order page, /ops/), taken in headless Chromium from a copy of `make run`'s processes that the
+# script starts on free ports with a throwaway database. Not part of `make test` (a minute or so).
+screenshots: install chromium
+	$(BIN)/python -m tools.screenshots --out docs
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,1 @@
+"""Developer tools kept apart from the product (never imported by it)."""
