@@ -367,6 +367,13 @@ def test_a_payment_completes_through_the_stand_in_and_its_signed_webhook(running
     [notified] = eventually(sns_message, what="the SNS message in the subscribed SQS queue")
     assert json.loads(notified["Body"])["event_type"] == "order.paid"
 
+    # The same message in the SNS inbox that `make run`'s banner links (`sandbox_aws`, /_inbox/).
+    inbox = http("GET", f"{env['AWS_ENDPOINT_URL']}/_inbox/messages?topic=cis-order-events")[1]["messages"]
+    [listed] = [m for m in inbox if order["id"] in m["message"]]
+    assert listed["message_attributes"]["event_type"]["value"] == "order.paid"
+    with urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/_inbox/", timeout=HANG_SECONDS) as page:  # noqa: S310
+        assert listed["message_id"] in page.read().decode()
+
 
 def test_figures_and_logs_are_shared_by_every_web_process(running: dict[str, Any]) -> None:
     """Two gunicorn workers answer; /metrics (whichever answers) counts every request, and their
