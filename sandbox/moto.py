@@ -260,6 +260,12 @@ def _answer(start_response: Any, body: bytes, content_type: str) -> list[bytes]:
     return [body]
 
 
+def _heading(message: dict[str, Any]) -> str:
+    """The subject; without one (order events have none), the `event_type` attribute."""
+    event_type = message["message_attributes"].get("event_type", {}).get("value")
+    return message["subject"] or (f"{event_type} (no subject)" if event_type else "(no subject)")
+
+
 def _when(published_at: str | None) -> str:
     """ "2026-12-01T15:56:09.741+00:00" as "2026-12-01 15:56:09.741 UTC"."""
     return published_at.replace("T", " ").replace("+00:00", " UTC") if published_at else "time unknown"
@@ -288,7 +294,7 @@ def _inbox_html(messages: list[dict[str, Any]], topic_names: list[str], topic_na
         )
         items.append(
             f"""<article class="message" id="m-{e(message["message_id"])}">
-  <h2>{e(message["subject"] or "(no subject)")}</h2>
+  <h2>{e(_heading(message))}</h2>
   <p class="meta">Topic <strong class="topic">{e(message["topic"])}</strong>
     · {e(_when(message["published_at"]))} · MessageId <code>{e(message["message_id"])}</code>{group}</p>
   <table class="attributes"><caption>Message attributes</caption>
