@@ -224,8 +224,9 @@ def order_customer_payment(*, order: Order, events: list[OrderEvent]) -> Custome
 
 
 def order_customer_history(*, events: list[OrderEvent]) -> list[CustomerEvent]:
-    """The audit trail as the customer may read it: internal notes (staff, system) left out, and
-    no reasons: those are staff's words about the order, not meant for the customer."""
+    """The audit trail as the customer may read it: only the customer's own words (their notes,
+    the reason of their own cancellation) and refund amounts; staff's and the system's notes and
+    reasons (a refund's reason, a cancellation by staff) are internal and left out."""
     history = []
     for event in events:
         kind = str(event.actor).partition(":")[0]
@@ -243,5 +244,9 @@ def order_customer_history(*, events: list[OrderEvent]) -> list[CustomerEvent]:
         elif event.type == EventType.PAYMENT_HELD:
             continue  # staff's business until they decide: then a status change or a refund shows
         else:
-            history.append(CustomerEvent(event=event))
+            # The customer's own reason ("Cancelled from the order page.") reads back to them.
+            own = kind in _CUSTOMER_ACTOR_KINDS
+            history.append(
+                CustomerEvent(event=event, note=str(event.data.get("reason") or "") if own else "")
+            )
     return history
