@@ -81,7 +81,7 @@ def test_a_partial_refund_shows_amount_date_net_and_next_step_but_not_the_reason
     assert f"Paid {usd(2900)}, refunded {usd(1250)}, net {usd(1650)}." in html
     assert "Your bank shows a refund within 5&ndash;10 business days" in html
     # The refund's date, and its line in the history with the amount.
-    assert re.search(r'Refund of <time datetime="\d{4}-\d\d-\d\dT[^"]+">\d{1,2} \w{3} \d{4}</time>', html)
+    assert re.search(r'Refunded on <time datetime="\d{4}-\d\d-\d\dT[^"]+">\d{1,2} \w{3} \d{4}</time>', html)
     assert "<strong>Refunded</strong>" in html
     # Staff's words stay internal.
     assert INTERNAL_REASON not in html
