@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -250,3 +250,27 @@ def order_customer_history(*, events: list[OrderEvent]) -> list[CustomerEvent]:
                 CustomerEvent(event=event, note=str(event.data.get("reason") or "") if own else "")
             )
     return history
+
+
+# What of an event's data a customer may read: amounts, their own edits, why a payment failed.
+_CUSTOMER_DATA_KEYS = frozenset({"amount_minor", "currency", "refunded_minor", "failure_message", "changed"})
+
+
+def order_events_for(
+    *, repository: OrderRepository, order: Order, user: AbstractBaseUser | AnonymousUser | None
+) -> list[OrderEvent]:
+    """The audit trail as `user` may read it: all of it for staff; for the customer, without
+    staff's and the system's notes and reasons, and without provider ids (as on the order page)."""
+    events = order_events(repository=repository, order=order)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return events
+    visible = []
+    for event in events:
+        own = str(event.actor).partition(":")[0] in _CUSTOMER_ACTOR_KINDS
+        if event.type == EventType.PAYMENT_HELD or (event.type == EventType.NOTE_ADDED and not own):
+            continue
+        data = {key: value for key, value in event.data.items() if key in _CUSTOMER_DATA_KEYS}
+        if own:
+            data |= {key: event.data[key] for key in ("reason", "text") if key in event.data}
+        visible.append(replace(event, data=data))
+    return visible
