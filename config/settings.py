@@ -616,6 +616,9 @@ LOGGING = {
             app: {"handlers": ["events"], "level": "DEBUG", "propagate": True}
             for app in ("orders", "payments", "integrations")
         },
+        # Django's own console handler (DEBUG only) printed each of its records a second time
+        # beside the root's: they go to the root's handlers alone (ADMINS is not used).
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
         # A 403 or 404 is one warning line, without the traceback Django attaches to it.
         "django.request": {"filters": ["expected_client_errors"], "propagate": True},
     },

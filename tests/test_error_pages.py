@@ -99,3 +99,9 @@ def test_every_page_links_the_icon(client: Client, mug: Any) -> None:
     html = client.get("/").content.decode()
 
     assert '<link rel="icon" href="/static/favicon.ico" sizes="any">' in html
+
+
+def test_djangos_records_print_once_through_the_roots_handlers() -> None:
+    # Django's default console handler (DEBUG only) printed each 403 a second time, traceback and all.
+    assert logging.getLogger("django").handlers == []
+    assert logging.getLogger("django").propagate and logging.getLogger("django.request").propagate
