@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.backends.db import SessionStore
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.test import Client, RequestFactory
-from django.views.defaults import permission_denied
+from django.views.defaults import bad_request, permission_denied
 
 from core.exceptions import handler500
 from core.log_filters import ExpectedClientErrors
@@ -105,3 +105,21 @@ def test_djangos_records_print_once_through_the_roots_handlers() -> None:
     # Django's default console handler (DEBUG only) printed each 403 a second time, traceback and all.
     assert logging.getLogger("django").handlers == []
     assert logging.getLogger("django").propagate and logging.getLogger("django.request").propagate
+
+
+def test_a_form_without_its_csrf_token_gets_the_styled_page(mug: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.post(f"/cart/add/{mug.sku}/", {"quantity": 1})
+
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "<h1>Please try again</h1>" in html and 'class="site-header"' in html
+
+
+def test_a_bad_request_gets_the_styled_page() -> None:
+    response = bad_request(RequestFactory().get("/"), SuspiciousOperation("bad"))
+
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "<h1>Bad request</h1>" in html and '<link rel="stylesheet" href="/static/css/site.css">' in html
