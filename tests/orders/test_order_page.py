@@ -79,7 +79,7 @@ def test_a_partial_refund_shows_amount_date_net_and_next_step_but_not_the_reason
     assert re.search(r'class="refund-amount">&minus;' + re.escape(usd(1250)), html)
     assert f'<strong class="net-paid">{usd(1650)}</strong>' in html
     assert f"Paid {usd(2900)}, refunded {usd(1250)}, net {usd(1650)}." in html
-    assert "Your bank shows a refund within 5&ndash;10 business days" in html
+    assert 'Your bank shows a refund within <span class="nowrap">5&ndash;10 business days</span>' in html
     # The refund's date, and its line in the history with the amount.
     assert re.search(r'Refunded on <time datetime="\d{4}-\d\d-\d\dT[^"]+">\d{1,2} \w{3} \d{4}</time>', html)
     assert "<strong>Refunded</strong>" in html
@@ -101,7 +101,7 @@ def test_a_full_refund_leaves_nothing_paid(
     usd = lambda minor: format_money(minor, "USD")  # noqa: E731
     assert "Your payment is refunded in full." in html
     assert f"Paid {usd(2900)}, refunded {usd(2900)}, net {usd(0)}." in html
-    assert "Your bank shows a refund within 5&ndash;10 business days" in html
+    assert 'Your bank shows a refund within <span class="nowrap">5&ndash;10 business days</span>' in html
     assert INTERNAL_REASON not in html
 
 
