@@ -184,7 +184,8 @@ if Q_CLUSTER["timeout"] >= Q_CLUSTER["retry"]:
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    # Ten, not Django's eight: "ada12345" (a name and a run of digits) was accepted.
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -591,7 +592,10 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "console")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "monitoring.logs.ContextFilter"}},
+    "filters": {
+        "context": {"()": "monitoring.logs.ContextFilter"},
+        "expected_client_errors": {"()": "core.log_filters.ExpectedClientErrors"},
+    },
     "formatters": {
         "json": {"()": "monitoring.logs.JsonFormatter"},
         "console": {"()": "monitoring.logs.ConsoleFormatter"},
@@ -608,8 +612,15 @@ LOGGING = {
         "events": {"class": "monitoring.observer.EventHandler", "level": "DEBUG"},
     },
     "loggers": {
-        app: {"handlers": ["events"], "level": "DEBUG", "propagate": True}
-        for app in ("orders", "payments", "integrations")
+        **{
+            app: {"handlers": ["events"], "level": "DEBUG", "propagate": True}
+            for app in ("orders", "payments", "integrations")
+        },
+        # Django's own console handler (DEBUG only) printed each of its records a second time
+        # beside the root's: they go to the root's handlers alone (ADMINS is not used).
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # A 403 or 404 is one warning line, without the traceback Django attaches to it.
+        "django.request": {"filters": ["expected_client_errors"], "propagate": True},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }

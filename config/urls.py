@@ -2,6 +2,9 @@
 
 from django.conf import settings
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.templatetags.static import static as static_url
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -25,7 +28,14 @@ api_patterns = [
     re_path(r"^.*$", api_not_found),
 ]
 
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico on every page whatever the <link rel="icon">: the static one."""
+    return redirect(static_url("favicon.ico"))
+
+
 urlpatterns = [
+    path("favicon.ico", favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("o/", include("access.oauth_urls")),  # OAuth 2.0: authorize, token, revoke_token, introspect

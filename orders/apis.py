@@ -48,8 +48,9 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: ERRORS[code] for code in codes}
 
 
-def _render_detail(order: Order) -> dict[str, Any]:
-    events = selectors.order_events(repository=get_order_repository(), order=order)
+def _render_detail(order: Order, user: AbstractBaseUser | AnonymousUser) -> dict[str, Any]:
+    # Customers do not read staff's notes and reasons (selectors.order_events_for).
+    events = selectors.order_events_for(repository=get_order_repository(), order=order, user=user)
     return OrderDetailOutputSerializer(order, context={"events": events}).data
 
 
@@ -163,7 +164,7 @@ class OrderCollectionApi(APIView):
             client_address=client_address(request),
         )
         return Response(
-            _render_detail(order),
+            _render_detail(order, user),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
             headers={"Location": f"/api/orders/{order.id}"},
         )
@@ -177,7 +178,7 @@ class OrderDetailApi(APIView):
         operation_id="orders_retrieve", responses={200: OrderDetailOutputSerializer, **_errors(401, 404)}
     )
     def get(self, request: Request, order_id: str) -> Response:
-        return Response(_render_detail(_load_order(order_id, request.user)))
+        return Response(_render_detail(_load_order(order_id, request.user), request.user))
 
     @extend_schema(
         operation_id="orders_partial_update",
@@ -203,7 +204,7 @@ class OrderDetailApi(APIView):
             note=changes.get("note"),
             status=OrderStatus(changes["status"]) if "status" in changes else None,
         )
-        return Response(_render_detail(order))
+        return Response(_render_detail(order, request.user))
 
     @extend_schema(
         operation_id="orders_cancel",
@@ -216,4 +217,4 @@ class OrderDetailApi(APIView):
         order = services.order_cancel(
             repository=get_order_repository(), order_id=order.id, actor=services.actor_for(request.user)
         )
-        return Response(_render_detail(order))
+        return Response(_render_detail(order, request.user))

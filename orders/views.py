@@ -186,9 +186,12 @@ def _add_service_errors(form: CheckoutForm, exc: OrderValidationError) -> None:
 # --- orders -----------------------------------------------------------------------------------
 def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
     order = _visible_order_or_404(request, order_id)
+    events = selectors.order_events(repository=get_order_repository(), order=order)
     context = {
         "order": order,
-        "events": selectors.order_events(repository=get_order_repository(), order=order),
+        "events": events,
+        "history": selectors.order_customer_history(events=events),
+        "payment": selectors.order_customer_payment(order=order, events=events),
         "can_cancel": order.status in CUSTOMER_EDITABLE_STATUSES,
         "awaiting_payment": order.status == OrderStatus.PENDING_PAYMENT,
         "payment_failed": order.status == OrderStatus.PAYMENT_FAILED,
