@@ -366,7 +366,10 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
             report.dead += 1
         elif delivery.attempts >= retry["max_attempts"]:
             delivery.state, delivery.dead_at = DeliveryState.DEAD, now
-            delivery.last_error_message = f"Gave up after {delivery.attempts} attempts: {error.message}"
+            total = delivery.total_attempts  # every attempt, earlier series staff retried included
+            delivery.last_error_message = (
+                f"Gave up after {total} attempt{'' if total == 1 else 's'}: {error.message}"
+            )
             report.dead += 1
         else:
             delivery.state = DeliveryState.RETRYING

@@ -205,3 +205,35 @@ def test_the_row_change_of_a_claim_is_recorded(
     services.deliveries_dispatch(integration="email", adapter=FakeAdapter(name="email", script=[UNAVAILABLE]))
     delivery = Delivery.objects.get(order_id=order.id, integration="email", event_type="order.paid")
     assert delivery.updated_at == delivery.last_error_at == T0 + timedelta(seconds=7)
+
+
+@pytest.mark.django_db
+def test_a_retried_delivery_that_dies_again_counts_every_attempt(
+    clock: Clock,
+    three_attempts: None,
+    place: Callable[..., Order],
+    repository: OrderRepository,
+    customer: Any,
+    ops_client: Client,
+) -> None:
+    order = paid_order(place, repository, customer)
+    failing = FakeAdapter(name="email", script=[UNAVAILABLE] * 6)
+    for _ in range(3):
+        services.deliveries_dispatch(integration="email", adapter=failing)
+        clock.move(seconds=15)
+    delivery = Delivery.objects.get(order_id=order.id, integration="email", event_type="order.paid")
+    services.delivery_retry(delivery_id=delivery.id, actor=STAFF)
+
+    # Queued again: the story says so, with the failure before it.
+    story = text_of(ops_client.get("/ops/", {"order": str(order.id)}).content.decode(), "story")
+    assert "Pending 3 (0 since the retry at 09:00:45)" in story
+    assert "Queued again at 09:00:45; before that: ServiceUnavailableError (HTTP 503)" in story
+
+    for _ in range(3):  # a fresh series of three attempts, given up again
+        services.deliveries_dispatch(integration="email", adapter=failing)
+        clock.move(seconds=15)
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts, delivery.total_attempts) == (DeliveryState.DEAD, 3, 6)
+    assert delivery.last_error_message == "Gave up after 6 attempts: 503 try again later"
+    assert delivery.last_error_at == T0 + timedelta(seconds=75)
+    assert "6 attempts" in text_of(ops_client.get("/ops/").content.decode(), "integration-email")
