@@ -42,9 +42,10 @@ ERRORS_SHOWN = 25
 ALERTS_SHOWN = 10
 DEAD_LETTERS_SHOWN = 5
 LAG_HELP = (
-    "Event → delivered: from an order's change to the provider accepting its delivery, automatic"
-    " deliveries only (retries included). A delivery staff sent again (a retried dead letter, a"
-    " resent email) is left out: its order event may be hours old, and that is no slow delivery."
+    "Event → delivered: from an order's change to the provider accepting it, for automatic"
+    " deliveries only (their automatic retries with backoff included). A delivery staff sent again"
+    " (a retried dead letter, a resent email) is left out: its order event may be hours old, and"
+    " that is not a slow delivery."
 )
 
 
