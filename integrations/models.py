@@ -38,9 +38,19 @@ class Delivery(models.Model):
     outbox_id = models.UUIDField(null=True, blank=True, help_text="The outbox entry it was relayed from.")
     payload = models.JSONField()
     state = models.CharField(max_length=16, choices=DeliveryState.choices, default=DeliveryState.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Attempts in the current series (staff asking for a retry starts a new one)."
+    )
+    earlier_attempts = models.PositiveIntegerField(
+        default=0, help_text="Attempts made in earlier series, before staff last asked for a retry."
+    )
+    retried_at = models.DateTimeField(
+        null=True, blank=True, help_text="When staff last asked for a retry (the current series began)."
+    )
     next_attempt_at = models.DateTimeField()
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The last failure, kept after a later success as history (the state says what is true now).
+    last_error_at = models.DateTimeField(null=True, blank=True, help_text="When the last failure happened.")
     last_error_class = models.CharField(max_length=200, blank=True)
     last_error_message = models.TextField(blank=True)
     last_provider_status = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -61,10 +71,22 @@ class Delivery(models.Model):
             models.Index(fields=["state", "lease_expires_at"], name="delivery_lease"),
             # The last success of each integration (health, monitoring).
             models.Index(fields=["integration", "succeeded_at"], name="delivery_succeeded"),
+            # The last failure of each integration (/ops/).
+            models.Index(fields=["integration", "last_error_at"], name="delivery_last_error"),
         ]
 
     def __str__(self) -> str:
         return f"{self.integration} {self.event_type} of {self.order_id} v{self.order_version} ({self.state})"
+
+    @property
+    def total_attempts(self) -> int:
+        """Every attempt made, across the series of retries staff asked for."""
+        return self.attempts + self.earlier_attempts
+
+    @property
+    def is_manual(self) -> bool:
+        """Sent again because staff asked (a retry or a resend), not in the automatic course."""
+        return self.retried_at is not None or ":resend-" in self.idempotency_key
 
 
 class CircuitState(models.TextChoices):

@@ -279,6 +279,7 @@ def _claim(integration: str, size: int) -> list[Delivery]:
             delivery.state = DeliveryState.IN_FLIGHT
             delivery.attempts += 1
             delivery.lease_expires_at = lease
+            delivery.updated_at = now  # bulk_update does not apply auto_now
         Delivery.objects.bulk_update(claimed, ["state", "attempts", "lease_expires_at", "updated_at"])
     return claimed
 
@@ -344,7 +345,10 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
         outcome = by_id[delivery.id]
         retry = integration_config(delivery.integration)["retry"]
         delivery.lease_expires_at = None
+        delivery.updated_at = now  # bulk_update does not apply auto_now
         if outcome.ok:
+            # The last failure (if any) stays as history, with its time: the state says it
+            # was delivered after it.
             delivery.state = DeliveryState.SUCCEEDED
             delivery.external_id = outcome.external_id[:255]
             delivery.succeeded_at = now
@@ -352,6 +356,7 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
             continue
         error = outcome.error
         assert error is not None  # noqa: S101 - not ok means an error
+        delivery.last_error_at = now
         delivery.last_error_class = error.error_class[:200]
         delivery.last_error_message = error.message
         delivery.last_provider_status = error.provider_status
@@ -361,7 +366,10 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
             report.dead += 1
         elif delivery.attempts >= retry["max_attempts"]:
             delivery.state, delivery.dead_at = DeliveryState.DEAD, now
-            delivery.last_error_message = f"Gave up after {delivery.attempts} attempts: {error.message}"
+            total = delivery.total_attempts  # every attempt, earlier series staff retried included
+            delivery.last_error_message = (
+                f"Gave up after {total} attempt{'' if total == 1 else 's'}: {error.message}"
+            )
             report.dead += 1
         else:
             delivery.state = DeliveryState.RETRYING
@@ -379,6 +387,7 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
             "succeeded_at",
             "dead_at",
             "lease_expires_at",
+            "last_error_at",
             "last_error_class",
             "last_error_message",
             "last_provider_status",
@@ -400,7 +409,7 @@ def _skip_over_guest_email_limit(claimed: list[Delivery], report: DispatchReport
     are not limited). The rest are not sent and end `skipped` in the ledger with the reason:
     final, so neither retried nor dead-lettered (no alert to page anyone), and logged as a
     `delivery.skipped` event. Counted once per delivery, on its first attempt (a retry of a
-    counted one is not counted again). Returns the deliveries to send."""
+    counted one is not counted again, nor one staff asked to retry). Returns the deliveries to send."""
     limit = settings.GUEST_EMAIL_MAX_PER_HOUR
     if limit <= 0:
         return claimed
@@ -412,6 +421,7 @@ def _skip_over_guest_email_limit(claimed: list[Delivery], report: DispatchReport
         if (
             delivery.integration != "email"
             or delivery.attempts != 1
+            or delivery.earlier_attempts
             or order.get("customer_id") is not None
             or not recipient
             or _guest_email_allowed(recipient, limit=limit)
@@ -420,6 +430,7 @@ def _skip_over_guest_email_limit(claimed: list[Delivery], report: DispatchReport
             continue
         delivery.state = DeliveryState.SKIPPED
         delivery.lease_expires_at = None
+        delivery.updated_at = timezone.now()  # bulk_update does not apply auto_now
         delivery.last_error_class = "GuestEmailLimit"
         delivery.last_error_message = (
             f"Skipped, not sent: {limit} emails to this guest address in the last hour already"
@@ -462,7 +473,10 @@ def _guest_email_allowed(recipient: str, *, limit: int) -> bool:
 def _report(claimed: list[Delivery], now: datetime) -> None:
     """Log each outcome as a structured `delivery.outcome` event (monitoring counts them, keeps
     the failures as errors and alerts on dead letters): a success at DEBUG with the lag from the
-    order event to the effect, a retry at INFO, a dead letter at WARNING."""
+    order event to the effect, a retry at INFO, a dead letter at WARNING.
+
+    The lag is left out for a delivery staff sent again (a retry of a dead letter, a resend of
+    the email): its order event may be hours old, and that is not a slow delivery."""
     for delivery in claimed:
         extra: dict[str, Any] = {
             "event": "delivery.outcome",
@@ -471,7 +485,7 @@ def _report(claimed: list[Delivery], now: datetime) -> None:
             "state": delivery.state,
         }
         if delivery.state == DeliveryState.SUCCEEDED:
-            event_at = _event_at(delivery.payload)
+            event_at = None if delivery.is_manual else _event_at(delivery.payload)
             if event_at is not None:
                 extra["lag_ms"] = max(0.0, (now - event_at).total_seconds() * 1000)
             logger.debug(
@@ -533,14 +547,20 @@ def deliveries_sweep(*, repository: OrderRepository | None = None) -> SweepRepor
 
 
 def delivery_retry(*, delivery_id: uuid.UUID, actor: Actor) -> Delivery:
-    """Send a dead (or retrying) delivery again now, with a fresh set of attempts."""
+    """Send a dead (or retrying) delivery again now, with a fresh series of attempts.
+
+    The attempts made so far move to `earlier_attempts` (the total stays true) and the last
+    failure stays as history; `retried_at` marks it as sent again by staff."""
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(id=delivery_id)
         if delivery.state not in {DeliveryState.DEAD, DeliveryState.RETRYING}:
             raise DeliveryNotRetryable(f"A delivery that is {delivery.state} is not retried.")
+        now = timezone.now()
         delivery.state = DeliveryState.PENDING
+        delivery.earlier_attempts += delivery.attempts
         delivery.attempts = 0
-        delivery.next_attempt_at = timezone.now()
+        delivery.retried_at = now
+        delivery.next_attempt_at = now
         delivery.dead_at = None
         delivery.save()
         logger.info("%s asked to retry delivery %s", actor, delivery.id)

@@ -7,6 +7,7 @@ figure lives in one process's memory.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.cache import caches
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import connection
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
@@ -27,7 +30,13 @@ from integrations.resilience import CircuitBreaker
 from integrations.services import integration_names
 from monitoring import recorder
 from monitoring.models import BUCKET_BOUNDS_MS, BUCKET_FIELDS, Alert, ErrorRecord, MetricBucket, ProbeResult
-from orders.domain import OrderQuery
+from orders.domain import (
+    REFERENCE_LENGTH,
+    Order,
+    OrderNotFound,
+    OrderQuery,
+    OrderValidationError,
+)
 from orders.repositories import get_order_repository
 from payments.models import Payment, PaymentStatus, Refund, WebhookEvent, WebhookResult
 
@@ -419,10 +428,20 @@ def integrations_overview() -> list[dict[str, Any]]:
         config = integration_config(name)
         ledger = Delivery.objects.filter(integration=name)
         counts = dict(ledger.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+        # The most recent failure by when it happened (not by the row's last change: a success
+        # after it, or a retry asked for, changes the row but is no error).
         last_error = (
-            ledger.exclude(last_error_class="")
-            .order_by("-updated_at")
-            .values("id", "order_id", "updated_at", "last_error_class", "last_error_message", "state")
+            ledger.filter(last_error_at__isnull=False)
+            .order_by("-last_error_at")
+            .values(
+                "id",
+                "order_id",
+                "last_error_at",
+                "last_error_class",
+                "last_error_message",
+                "last_provider_status",
+                "state",
+            )
             .first()
         )
         day = timezone.now() - WINDOWS["24h"]
@@ -465,7 +484,14 @@ def dead_letters(*, integration: str, limit: int) -> list[dict[str, Any]]:
         Delivery.objects.filter(integration=integration, state=DeliveryState.DEAD)
         .order_by("-dead_at", "-updated_at")
         .values(
-            "id", "order_id", "event_type", "attempts", "last_error_class", "last_error_message", "dead_at"
+            "id",
+            "order_id",
+            "event_type",
+            "attempts",
+            "earlier_attempts",
+            "last_error_class",
+            "last_error_message",
+            "dead_at",
         )[:limit]
     )
 
@@ -516,3 +542,87 @@ def order_story(order_id: uuid.UUID) -> dict[str, Any]:
         "deliveries": list(Delivery.objects.filter(order_id=order_id).order_by("created_at", "integration")),
         "errors": list(ErrorRecord.objects.filter(order_id=order_id).order_by("-id")[:50]),
     }
+
+
+# --- the order lookup -------------------------------------------------------------------------
+# The short reference customers see ("90385D94", or "#90385d94"): an order id's first hex digits.
+REFERENCE = re.compile(rf"^#?\s*([0-9a-f]{{{REFERENCE_LENGTH}}})$", re.IGNORECASE)
+LOOKUP_LIMIT = 20
+LOOKUP_HELP = "Enter an order's reference (like 90385D94), its full id, or the customer's email address."
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLookup:
+    """What the lookup found: one order's story, a list of orders (newest first), or why nothing."""
+
+    text: str
+    story: dict[str, Any] | None = None
+    orders: list[Order] = field(default_factory=list)
+    heading: str = ""
+    more: bool = False  # more orders match than are listed
+    error: str = ""
+
+
+def order_lookup(text: str) -> OrderLookup:
+    """Find orders by what an operator has at hand: a full order id, the short reference the
+    customer sees (any case, with or without "#"), or an email address (that address's orders,
+    newest first). Works on every order store (`OrderQuery`'s reference and email filters).
+    Never raises for what was typed: an unknown or malformed one is an `error` to show."""
+    text = text.strip()
+    if not text:
+        return OrderLookup(text="")
+    shown = text if len(text) <= 80 else text[:79] + "…"
+    try:
+        order_id = uuid.UUID(text)
+    except ValueError:
+        pass
+    else:
+        try:
+            return OrderLookup(text=text, story=order_story(order_id))
+        except OrderNotFound:
+            return OrderLookup(text=text, error=f"No order {order_id} was found.")
+    if match := REFERENCE.match(text):
+        return _lookup_reference(text, match.group(1))
+    if "@" in text and not any(c.isspace() for c in text):
+        return _lookup_email(text, shown)
+    return OrderLookup(
+        text=text, error=f"“{shown}” is not an order id, a reference or an email address. {LOOKUP_HELP}"
+    )
+
+
+def _lookup_reference(text: str, reference: str) -> OrderLookup:
+    shown = reference.upper()
+    page = get_order_repository().list(OrderQuery(reference=reference, limit=LOOKUP_LIMIT))
+    if not page.orders:
+        return OrderLookup(text=text, error=f"No order has the reference {shown}.")
+    if len(page.orders) == 1:
+        return OrderLookup(text=text, story=order_story(page.orders[0].id))
+    # Two ids that begin alike: rare, but each is listed rather than one picked.
+    return OrderLookup(
+        text=text,
+        orders=page.orders,
+        heading=f"{len(page.orders)} orders have the reference {shown}",
+        more=page.next_cursor is not None,
+    )
+
+
+def _lookup_email(text: str, shown: str) -> OrderLookup:
+    try:
+        validate_email(text)
+        page = get_order_repository().list(OrderQuery(email=text, newest_first=True, limit=LOOKUP_LIMIT))
+    except (ValidationError, OrderValidationError):
+        return OrderLookup(text=text, error=f"“{shown}” is not an email address. {LOOKUP_HELP}")
+    email = text.lower()
+    if not page.orders:
+        return OrderLookup(text=text, error=f"No orders were placed with the email address {email}.")
+    count = len(page.orders)
+    return OrderLookup(
+        text=text,
+        orders=page.orders,
+        heading=(
+            f"The newest {count} orders of {email}"
+            if page.next_cursor
+            else f"{count} order{'' if count == 1 else 's'} of {email}, newest first"
+        ),
+        more=page.next_cursor is not None,
+    )

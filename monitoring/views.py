@@ -32,7 +32,6 @@ from monitoring.models import ErrorSource
 from monitoring.permissions import can_read_monitoring
 from monitoring.probes import probe_names
 from orders import services as order_services
-from orders.domain import OrderNotFound
 
 # How the page names each integration and probe.
 TITLES = {"email": "Email (SendGrid)", "sheets": "Google Sheets", "sns": "Amazon SNS", "stripe": "Stripe"}
@@ -42,6 +41,12 @@ REFRESH_SECONDS = 15
 ERRORS_SHOWN = 25
 ALERTS_SHOWN = 10
 DEAD_LETTERS_SHOWN = 5
+LAG_HELP = (
+    "Event → delivered: from an order's change to the provider accepting it, for automatic"
+    " deliveries only (their automatic retries with backoff included). A delivery staff sent again"
+    " (a retried dead letter, a resent email) is left out: its order event may be hours old, and"
+    " that is not a slow delivery."
+)
 
 
 # --- who may see and act ----------------------------------------------------------------------
@@ -105,6 +110,7 @@ def _live_context(request: HttpRequest, window: str) -> dict[str, Any]:
         "window_label": WINDOWS[window][0],
         "windows": list(WINDOWS),
         "refresh_seconds": REFRESH_SECONDS,
+        "lag_help": LAG_HELP,
         "measured_at": timezone.now(),
         "health": health,
         "health_tiles": [_health_tile(c) for c in health.components if not c.name.startswith("integration:")],
@@ -222,7 +228,7 @@ def _integration_card(entry: dict[str, Any], figures: dict[str, Any]) -> dict[st
         "title": TITLES.get(name, name.capitalize()),
         "retry_in": _duration(entry["retry_in_s"]) if entry.get("retry_in_s") else None,
         "last_success_ago": _ago(entry.get("last_success_at")),
-        "last_error_ago": _ago(last_error["updated_at"]) if last_error else None,
+        "last_error_ago": _ago(last_error["last_error_at"]) if last_error else None,
         "probe_ago": _ago(probe["at"]) if probe else None,
         "circuit_label": CircuitState(entry["circuit"]).label
         if entry["circuit"] in CircuitState.values
@@ -303,7 +309,8 @@ def _charts(window: str) -> list[dict[str, Any]]:
     )
     lag_chart = line_chart(
         title="Order event to delivered (p95)",
-        desc=f"The 95th percentile of the time from an order's change to its delivery per step over {label}; "
+        desc=f"The 95th percentile of the time from an order's change to its delivery per step over {label}"
+        " (automatic deliveries only; retries and resends staff asked for are left out); "
         + "; ".join(
             f"{name}: {_plural(sum(s['count'] for s in steps), 'delivery', 'deliveries')}"
             for name, steps in lag.items()
@@ -327,23 +334,18 @@ def _plural(n: int, one: str, many: str = "") -> str:
 
 
 def _lookup_context(raw: str) -> dict[str, Any]:
-    """The order lookup: the order's story, or a message saying why there is none."""
-    raw = raw.strip()
-    context: dict[str, Any] = {"lookup": raw, "lookup_error": "", "story": None}
-    if not raw:
-        return context
-    try:
-        order_id = uuid.UUID(raw)
-    except ValueError:
-        context["lookup_error"] = (
-            f"“{raw[:80]}” is not an order id. Paste the full id, e.g. 3f2b8c1e-0d4a-4c6e-9b1f-2a7d5e8c9f10."
-        )
-        return context
-    try:
-        context["story"] = selectors.order_story(order_id)
-    except OrderNotFound:
-        context["lookup_error"] = f"No order {order_id} was found."
-    return context
+    """The order lookup (an id, a short reference or an email address): one order's story, the
+    orders it matches, or a message saying why there are none."""
+    found = selectors.order_lookup(raw[:1000])
+    return {
+        "lookup": found.text,
+        "lookup_error": found.error,
+        "lookup_help": selectors.LOOKUP_HELP,
+        "story": found.story,
+        "lookup_orders": found.orders,
+        "lookup_heading": found.heading,
+        "lookup_more": found.more,
+    }
 
 
 # --- actions ----------------------------------------------------------------------------------

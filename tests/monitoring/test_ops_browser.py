@@ -133,7 +133,7 @@ def test_an_operator_sees_an_email_outage_retries_a_dead_letter_and_looks_up_an_
     )
 
     # The page refreshes itself: a new order shows up without a reload.
-    place(customer=customer)
+    newest = place(customer=customer)
     expect(page.locator("#figure-orders-created .tile-value")).to_have_text(str(PAID + 2))
     expect(page.locator("#ops-refresh-status")).to_contain_text("Updated at")
 
@@ -169,3 +169,30 @@ def test_an_operator_sees_an_email_outage_retries_a_dead_letter_and_looks_up_an_
     expect(story).to_contain_text("Your card was declined.")
     expect(story.locator(".delivery-row")).to_have_count(3)
     expect(story.locator('.delivery-row[data-integration="sns"]')).to_contain_text("Succeeded")
+
+    # By the short reference the customer reads out, in lower case with a "#": the same story.
+    page.fill("#ops-order", f"#{declined.reference.lower()}")
+    page.get_by_role("button", name="Show story").click()
+    expect(story.locator(".order-ref")).to_have_text(declined.reference)
+    expect(story).to_contain_text(str(declined.id))
+    expect(page.locator("#lookup-error")).to_have_count(0)
+    page.fill("#ops-order", "#00000000" if not declined.reference.startswith("0000") else "FFFFFFFF")
+    page.get_by_role("button", name="Show story").click()
+    expect(page.locator("#lookup-error")).to_contain_text("No order has the reference")
+
+    # By the customer's email address: all their orders, newest first, each opening its story.
+    page.fill("#ops-order", customer.email.upper())
+    page.get_by_role("button", name="Show story").click()
+    results = page.locator("#lookup-results")
+    expect(results.locator("h2")).to_have_text(f"{PAID + 2} orders of {customer.email}, newest first")
+    rows = results.locator(".lookup-order")
+    expect(rows).to_have_count(PAID + 2)
+    expect(rows.first).to_have_attribute("data-order", str(newest.id))
+    expect(page.locator("#story")).to_have_count(0)
+    rows.filter(has_text=declined.reference).get_by_role("link").click()
+    expect(page.locator("#story")).to_contain_text("Your card was declined.")
+    page.fill("#ops-order", "nobody@example.com")
+    page.get_by_role("button", name="Show story").click()
+    expect(page.locator("#lookup-error")).to_have_text(
+        "No orders were placed with the email address nobody@example.com."
+    )

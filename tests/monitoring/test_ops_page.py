@@ -227,6 +227,7 @@ def test_retry_buttons_put_dead_letters_back_to_pending(ops_client: Client, traf
     assert response.redirect_chain == [("/ops/?window=24h#integration-email", 302)]
     first.refresh_from_db()
     assert (first.state, first.attempts, first.dead_at) == (DeliveryState.PENDING, 0, None)
+    assert (first.earlier_attempts, first.total_attempts) == (1, 1)  # the dead attempt still counts
     assert "is queued again" in response.content.decode()
     assert "Dead letters 2" in text_of(response.content.decode(), "integration-email")
 
@@ -274,7 +275,7 @@ def test_a_bad_or_unknown_order_id_is_a_message_not_an_error(
     bad = ops_client.get("/ops/", {"order": "not-an-id<script>"})
     assert bad.status_code == 200
     message = text_of(bad.content.decode(), "lookup-error")
-    assert message.startswith("“not-an-id<script>” is not an order id.")
+    assert message.startswith("“not-an-id<script>” is not an order id, a reference or an email address.")
     assert "not-an-id<script>" not in bad.content.decode()  # escaped
     unknown = uuid.uuid4()
     missing = ops_client.get("/ops/", {"order": f"  {unknown} "})
