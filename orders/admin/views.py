@@ -70,8 +70,8 @@ CHANGE_PERMISSION = "orders.change_order"
 # landing): never offered, nor accepted, as bare status edits, which would move no money.
 MONEY_STATUSES = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED})
 MONEY_STATUS_REFUSED = (
-    "Nothing was done: an order becomes {label} only when money moves. Use the payment actions"
-    " (a refund) instead of a status change."
+    "Nothing was done: an order becomes {label} only when money moves (a payment settling, a"
+    " refund through the payment actions), never by a status change."
 )
 # What the browser asks before a status change that cannot be undone.
 CONFIRM_STATUS = {

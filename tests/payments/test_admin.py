@@ -233,6 +233,9 @@ class TestPaymentAndRefundLists:
         listing = admin_client.get("/admin/payments/payment/")
         assert listing.status_code == 200
         assert payment.intent_id in listing.content.decode()
+        # Money as money, the order as its short reference linking to it.
+        assert "$29.00" in listing.content.decode() and "$14.50" in listing.content.decode()
+        assert f'title="{paid_order.id}">{paid_order.reference}</a>' in listing.content.decode()
         succeeded = admin_client.get("/admin/payments/payment/", {"status__exact": "succeeded"})
         assert str(paid_order.id) in succeeded.content.decode()
         assert str(other.id) not in succeeded.content.decode()
@@ -252,6 +255,8 @@ class TestPaymentAndRefundLists:
         refund = Refund.objects.get()
         refunds = admin_client.get("/admin/payments/refund/")
         assert refunds.status_code == 200 and refund.provider_refund_id in refunds.content.decode()
+        assert "$4.00" in refunds.content.decode()
+        assert "$4.00" in detail.content.decode()  # the payment's refunds inline
         assert admin_client.get("/admin/payments/refund/", {"status__exact": "succeeded"}).status_code == 200
         assert admin_client.get("/admin/payments/refund/", {"q": str(paid_order.id)}).status_code == 200
         assert admin_client.get(f"/admin/payments/refund/{refund.pk}/change/").status_code == 200
