@@ -18,7 +18,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME, ActionForm
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -349,6 +349,33 @@ class RefundInline(admin.TabularInline):
         return False
 
 
+class ConfirmingSelect(forms.Select):
+    """A select whose options named in `confirm` carry a `data-confirm` question, which
+    static/js/confirm-buttons.js asks before the form's submit button runs that action."""
+
+    def __init__(self, *args: Any, confirm: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.confirm = confirm
+
+    def create_option(self, name: str, value: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        option = super().create_option(name, value, *args, **kwargs)
+        if str(value) in self.confirm:
+            option["attrs"]["data-confirm"] = self.confirm[str(value)]
+        return option
+
+
+class PaymentActionForm(ActionForm):
+    action = forms.ChoiceField(
+        label="Action:",
+        widget=ConfirmingSelect(
+            confirm={
+                "refuse_held": "Refuse the selected held payments and refund them in full now? "
+                "This cannot be undone."
+            }
+        ),
+    )
+
+
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
     list_display = [
@@ -367,9 +394,11 @@ class PaymentAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     inlines = [RefundInline]
     actions = ["accept_held", "refuse_held"]
+    action_form = PaymentActionForm
 
     class Media:
         css = {"all": ["css/admin-order.css"]}  # the short order reference, never wrapped
+        js = ["js/confirm-buttons.js"]  # refusing held payments (a refund) asks first
 
     # The client secret lets a browser confirm the payment: not shown.
     fields = [

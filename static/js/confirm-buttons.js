@@ -3,8 +3,9 @@
  * onclick: the Content-Security-Policy runs no inline script.
  *
  * - A button (or submit input) with data-confirm="question" asks before it submits.
- * - A button with data-confirm-option="name" asks the data-confirm question of the option
- *   chosen in its form's <select name="name"> (the admin list's actions), when it has one.
+ * - A submit button of a form with a <select name="action"> (an admin list's actions; another
+ *   name with data-confirm-option="name") asks the data-confirm question of the option chosen
+ *   there, when it has one.
  */
 (function () {
   "use strict";
@@ -13,16 +14,17 @@
     if (button.dataset.confirm) {
       return button.dataset.confirm;
     }
-    var form = button.form;
-    var select = form && form.elements.namedItem(button.dataset.confirmOption);
-    var option = select && select.options ? select.options[select.selectedIndex] : null;
+    var form = button.type === "submit" ? button.form : null;
+    var select = form && form.elements.namedItem(button.dataset.confirmOption || "action");
+    if (!select || select.tagName !== "SELECT") {
+      return "";
+    }
+    var option = select.options[select.selectedIndex];
     return option && option.dataset.confirm ? option.dataset.confirm : "";
   }
 
   document.addEventListener("click", function (event) {
-    var button = event.target.closest(
-      "button[data-confirm], input[data-confirm], button[data-confirm-option], input[data-confirm-option]"
-    );
+    var button = event.target.closest("button, input");
     if (!button) {
       return;
     }

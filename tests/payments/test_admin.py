@@ -236,6 +236,11 @@ class TestPaymentAndRefundLists:
         # Money as money, the order as its short reference linking to it.
         assert "$29.00" in listing.content.decode() and "$14.50" in listing.content.decode()
         assert f'title="{paid_order.id}">{paid_order.reference}</a>' in listing.content.decode()
+        # Refusing held payments refunds them: the browser asks first (static/js/confirm-buttons.js).
+        assert (
+            'value="refuse_held" data-confirm="Refuse the selected held payments' in listing.content.decode()
+        )
+        assert "js/confirm-buttons.js" in listing.content.decode()
         succeeded = admin_client.get("/admin/payments/payment/", {"status__exact": "succeeded"})
         assert str(paid_order.id) in succeeded.content.decode()
         assert str(other.id) not in succeeded.content.decode()
