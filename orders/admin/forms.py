@@ -44,6 +44,10 @@ def parse_search(q: str) -> OrderSearch | None:
     return OrderSearch(username=q)
 
 
+# No amount staff type has this many digits before the decimal point.
+MONEY_DIGITS = 12
+
+
 def currency_decimals(currency: str) -> int:
     """How many decimals `currency` has (USD 2, JPY 0, KWD 3): read off `decimal_text`, so the
     one table of exponents stays in orders.money."""
@@ -71,6 +75,8 @@ def parse_money(text: str, currency: str) -> int:
         raise forms.ValidationError(f"Enter an amount of {currency.upper()}.", code="invalid")
     if amount <= 0:
         raise forms.ValidationError("The amount must be more than zero.", code="min_value")
+    if amount.adjusted() >= MONEY_DIGITS:  # "1e999999999" would be a billion digits to make
+        raise forms.ValidationError("The amount is too large.", code="max_value")
     minor = amount.scaleb(decimals)
     if minor != minor.to_integral_value():
         places = f"{decimals} decimal{'s' if decimals != 1 else ''}" if decimals else "no decimals"

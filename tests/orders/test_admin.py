@@ -154,6 +154,8 @@ def test_staff_type_money_as_money(text: str, currency: str, minor: int) -> None
         ("-1.00", "USD", "The amount must be more than zero."),
         ("abc", "JPY", "Enter an amount of JPY, such as 12."),
         ("inf", "USD", "Enter an amount of USD."),
+        ("1e999999999", "USD", "The amount is too large."),
+        ("1000000000000", "JPY", "The amount is too large."),
     ],
 )
 def test_money_that_is_not_an_amount_of_the_currency_is_refused(text: str, currency: str, error: str) -> None:

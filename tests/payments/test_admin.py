@@ -133,7 +133,8 @@ class TestRefundActions:
             ("12.505", "USD has 2 decimals."),
             ("twelve", "Enter an amount of USD, such as 12.50."),
             ("NaN", "Enter an amount of USD."),
-            ("1e400", "At most $29.00 can be refunded."),
+            ("1e400", "The amount is too large."),
+            ("30", "At most $29.00 can be refunded."),
         ],
     )
     def test_an_amount_that_is_not_money_is_a_form_error(
@@ -166,6 +167,23 @@ class TestRefundActions:
         everything = admin_client.post(url, {"refund_all": "on"}, follow=True)
         assert f"Order {paid_order.reference}: refund of $29.00 succeeded." in messages_of(everything)
         assert repository.get(paid_order.id).status == OrderStatus.REFUNDED
+
+    def test_the_refund_page_of_an_unpaid_order_refunds_nothing(
+        self, admin_client: Client, stripe_api: str, order: Order
+    ) -> None:
+        url = f"{ORDERS}{order.id}/refund/"
+        page = admin_client.get(url)
+        assert (
+            page.status_code == 200
+            and "Refundable: <strong>$0.00</strong> of $0.00 paid." in page.content.decode()
+        )
+        over = admin_client.post(url, {"amount": "1.00"})
+        assert over.context["form"].errors == {"amount": ["At most $0.00 can be refunded."]}
+        everything = admin_client.post(url, {"refund_all": "on"}, follow=True)
+        assert messages_of(everything) == [
+            f"Order {order.reference} not refunded: An order that is pending_payment cannot be refunded."
+        ]
+        assert not Refund.objects.exists()
 
     def test_bad_input_is_shown_on_the_page(
         self, admin_client: Client, paid_order: Order, place: Callable[..., Order]
