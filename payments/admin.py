@@ -222,10 +222,11 @@ class RefundForm(forms.Form):
             amount.currency = position["currency"]
             amount.maximum = position["left"]
             amount.label = f"Amount ({position['currency']})"
+            example = decimal_text(min(position["left"], 1250) or 1250, position["currency"])
             amount.help_text = (
-                f"Refundable: {position['left_text']} of {position['paid_text']} paid. "
-                f"For example {decimal_text(min(position['left'], 1250) or 1250, position['currency'])}."
+                f"In {position['currency']}, such as {example}; at most {position['left_text']}."
             )
+            self.fields["refund_all"].label = f"Refund everything that is left ({position['left_text']})"
         else:
             amount.help_text = "An amount can only be given for one order."
 

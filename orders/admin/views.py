@@ -481,10 +481,7 @@ def _detail_page(
             for line in order.lines
         ],
         "customer_url": _customer_url(order.customer_id),
-        "events": [
-            {"event": event, "data": json.dumps(event.data, sort_keys=True) if event.data else ""}
-            for event in events
-        ],
+        "events": [{"event": event, "data": event_details(event.data, order.currency)} for event in events],
         "transitions": [
             {
                 "status": status,
@@ -505,6 +502,22 @@ def _detail_page(
         "note_form": note_form,
     }
     return TemplateResponse(request, DETAIL_TEMPLATE, context)
+
+
+def event_details(data: dict[str, Any] | None, currency: str) -> str:
+    """An event's data for staff: "amount: $4.50, reason: "chipped"": amounts in minor units
+    (`*_minor`) as money in the order's (or the event's own) currency, the rest as JSON."""
+    if not data:
+        return ""
+    currency = str(data.get("currency") or currency)
+    parts = []
+    for key in sorted(data):
+        value = data[key]
+        if key.endswith("_minor") and isinstance(value, int) and not isinstance(value, bool):
+            parts.append(f"{key.removesuffix('_minor')}: {format_money(value, currency)}")
+        elif key != "currency":
+            parts.append(f"{key}: {json.dumps(value, sort_keys=True)}")
+    return ", ".join(parts)
 
 
 def _render_panel(panel: OrderAdminPanel, request: HttpRequest, order: Order) -> SafeString | str:

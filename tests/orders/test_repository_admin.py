@@ -176,6 +176,7 @@ class TestDetail:
         assert str(paid.id) in html and "MUG-1" in html and "$29.00" in html and "Ada Lovelace" in html
         # the timeline
         assert "Event timeline" in html and "Created" in html and "pending_payment &rarr; paid" in html
+        assert "total: $29.00" in html and "total_minor" not in html  # the event's amounts as money
         # the payments panel, with a refund page that comes back here
         assert "Payments and refunds" in html and "pi_fake_" in html and "Succeeded" in html
         assert f"/admin/orders/order/{paid.id}/refund/" in html

@@ -103,7 +103,8 @@ class TestRefundActions:
         html = page.content.decode()
         assert 'name="amount"' in html and 'name="reason"' in html and 'name="refund_all"' in html
         assert "Amount (minor units)" not in html and "Amount (USD)" in html
-        assert "Refundable: $29.00 of $29.00 paid." in html
+        assert "Refundable: <strong>$29.00</strong> of $29.00 paid." in html
+        assert "Refund everything that is left ($29.00)" in html
         assert not Refund.objects.exists()  # nothing happens before the confirmation
 
         done = admin_client.post(
