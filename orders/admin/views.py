@@ -75,7 +75,8 @@ MONEY_STATUS_REFUSED = (
 )
 # What the browser asks before a status change that cannot be undone.
 CONFIRM_STATUS = {
-    OrderStatus.CANCELLED: "Cancel {what}? Its stock is released and it can no longer be paid. This cannot be undone.",
+    OrderStatus.CANCELLED: "Cancel {what}? The stock held is released and no payment can be taken any more."
+    " This cannot be undone.",
 }
 SEARCH_HELP = (
     "Search by a whole order id, a reference (its first 8 characters, like 90385D94), an email"

@@ -8,6 +8,7 @@ Needs Debian's `chromium` at /usr/bin/chromium (`make test` installs it when it 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -121,11 +122,42 @@ def test_staff_confirm_before_cancelling_an_order(
     cancel.click()
     expect(cancel).to_be_visible()
     assert questions == [
-        f"Cancel order {order.reference}? Its stock is released and it can no longer be paid. This cannot be undone."
+        f"Cancel order {order.reference}? The stock held is released and no payment can be taken any more."
+        " This cannot be undone."
     ]
     assert repository.get(order.id).status == OrderStatus.PENDING_PAYMENT
 
     page.once("dialog", lambda dialog: dialog.accept())
     cancel.click()
     expect(page.locator("#order-status")).to_have_text("Cancelled")
+    assert repository.get(order.id).status == OrderStatus.CANCELLED
+
+
+def test_staff_confirm_before_cancelling_the_selected_orders(
+    page: Page, live_server: Any, staff: Any, place: Callable[..., Order], repository: OrderRepository
+) -> None:
+    staff.is_superuser = True
+    staff.save()
+    order = place()
+    log_in_to_the_admin(page, live_server.url, staff, "/admin/orders/order/")
+    actions = page.get_by_label("Action:")
+    expect(
+        actions.locator("option", has_text=re.compile(r": (paid|refunded|partially refunded)$"))
+    ).to_have_count(0)
+    page.get_by_label(f"Select order {order.reference}").check()
+    actions.select_option(label="Mark selected orders: cancelled")
+
+    questions: list[str] = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("button", name="Go").click()
+    expect(page.get_by_label(f"Select order {order.reference}")).to_be_checked()
+    assert questions == [
+        "Cancel the selected orders? The stock held is released and no payment can be taken any more."
+        " This cannot be undone."
+    ]
+    assert repository.get(order.id).status == OrderStatus.PENDING_PAYMENT
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Go").click()
+    expect(page.locator(".messagelist")).to_contain_text("1 order marked cancelled.")
     assert repository.get(order.id).status == OrderStatus.CANCELLED
