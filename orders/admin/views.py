@@ -5,11 +5,13 @@ stores the orders (the ORM or DynamoDB).
 - `/admin/orders/order/` (`admin:orders_order_changelist`): one page of orders (status, date
   range, newest or oldest first, cursor pagination), a search box (a whole order id, the short
   reference customers see, or an email address) and actions on the selected orders: a status
-  transition each, and the actions other apps register.
+  transition each (never to a status that follows money: paid, partially refunded, refunded),
+  and the actions other apps register. Those that cannot be undone ask first in the browser.
 - `/admin/orders/order/<uuid>/change/` (`admin:orders_order_change`): the order, its lines and
   totals, the event timeline, forms to edit the shipping address and notes (`order_update`) or
-  add a note (`order_add_note`), one button per legal status transition (`order_transition`),
-  and the panels and actions other apps register (`orders.admin.registry`).
+  add a note (`order_add_note`), one button per legal status transition that moves no money
+  (`order_transition`; cancelling asks first), and the panels and actions other apps register
+  (`orders.admin.registry`). Money is shown as money in the order's currency.
 - `/admin/orders/order/<uuid>/<name>/` (`admin:orders_order_<name>`): the pages other apps
   register (the payments app's refund page).
 
