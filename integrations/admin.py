@@ -8,11 +8,14 @@ is extended from here through its registry, as `payments.admin` does for payment
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -26,21 +29,24 @@ from orders.admin.registry import (
     register_order_admin_action,
     register_order_admin_panel,
 )
-from orders.domain import Order
+from orders.domain import Order, order_reference
+
+# Long texts in list columns: cut at this many characters, the whole text in the title.
+SHORT_TEXT = 80
 
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
     list_display = [
-        "created_at",
+        "created",
         "integration",
         "event_type",
-        "order_id",
+        "order_link",
         "state",
         "attempts",
-        "next_attempt_at",
         "last_error_short",
-        "external_id",
+        "next_attempt",
+        "external_id_short",
     ]
     list_filter = ["state", "integration", "event_type", "last_error_class", "last_provider_status"]
     search_fields = ["=order_id", "=idempotency_key", "external_id", "last_error_message"]
@@ -56,34 +62,112 @@ class DeliveryAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description="Last error")
-    def last_error_short(self, delivery: Delivery) -> str:
-        text = (
-            f"{delivery.last_error_class}: {delivery.last_error_message}" if delivery.last_error_class else ""
+    class Media:
+        # Keeps the list readable at 1280 px: long texts cut short (see `short`).
+        css = {"all": ["css/admin-order.css"]}
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, delivery: Delivery) -> SafeString | str:
+        return compact_time(delivery.created_at)
+
+    @admin.display(description="Next attempt", ordering="next_attempt_at")
+    def next_attempt(self, delivery: Delivery) -> SafeString | str:
+        return compact_time(delivery.next_attempt_at)
+
+    @admin.display(description="Order", ordering="order_id")
+    def order_link(self, delivery: Delivery) -> SafeString:
+        return format_html(
+            '<a class="order-ref" href="{}" title="{}">{}</a>',
+            reverse("admin:orders_order_change", args=[delivery.order_id]),
+            delivery.order_id,
+            order_reference(delivery.order_id),
         )
-        return text[:120]
+
+    @admin.display(description="Last error")
+    def last_error_short(self, delivery: Delivery) -> SafeString | str:
+        if not delivery.last_error_class:
+            return ""
+        return short(f"{delivery.last_error_class}: {delivery.last_error_message}")
+
+    @admin.display(description="External id", ordering="external_id")
+    def external_id_short(self, delivery: Delivery) -> SafeString | str:
+        return short(delivery.external_id or "")
 
     @admin.action(description="Retry the selected dead or retrying deliveries now")
     def retry(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        done = 0
-        for delivery in queryset.filter(state__in=[DeliveryState.DEAD, DeliveryState.RETRYING]):
-            services.delivery_retry(delivery_id=delivery.id, actor=order_services.actor_for(request.user))
-            done += 1
-        skipped = queryset.count() - done
-        self.message_user(
-            request, f"{done} delivery(ies) queued again; {skipped} skipped (not dead or retrying)."
+        # Read the selection once: retrying changes the states a filtered queryset selects on.
+        selected = list(queryset.values_list("id", "state"))
+        retryable = [pk for pk, state in selected if state in (DeliveryState.DEAD, DeliveryState.RETRYING)]
+        for delivery_id in retryable:
+            services.delivery_retry(delivery_id=delivery_id, actor=order_services.actor_for(request.user))
+        self._report(
+            request, queued=len(retryable), skipped=[state for pk, state in selected if pk not in retryable]
         )
 
     @admin.action(description="Retry all dead deliveries matching the current filters")
     def retry_all_matching(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         # The action applies to the whole filtered list, not only the rows ticked on this page.
         changelist = self.get_changelist_instance(request)
-        matching = changelist.get_queryset(request).filter(state=DeliveryState.DEAD)
-        count = 0
-        for delivery_id in matching.values_list("id", flat=True):
+        matching = list(changelist.get_queryset(request).values_list("id", "state"))
+        dead = [pk for pk, state in matching if state == DeliveryState.DEAD]
+        for delivery_id in dead:
             services.delivery_retry(delivery_id=delivery_id, actor=order_services.actor_for(request.user))
-            count += 1
-        self.message_user(request, f"{count} dead delivery(ies) matching the filters queued again.")
+        self._report(
+            request, queued=len(dead), skipped=[state for _, state in matching if state != DeliveryState.DEAD]
+        )
+
+    def _report(self, request: HttpRequest, *, queued: int, skipped: Sequence[str]) -> None:
+        text = retry_summary(queued=queued, skipped=skipped)
+        self.message_user(request, text, messages.SUCCESS if queued else messages.WARNING)
+
+
+def deliveries(count: int) -> str:
+    return f"{count} delivery" if count == 1 else f"{count} deliveries"
+
+
+# Why a delivery was not retried, by its state.
+SKIPPED_BECAUSE = {
+    DeliveryState.SUCCEEDED: "already delivered",
+    DeliveryState.PENDING: "already queued",
+    DeliveryState.IN_FLIGHT: "being sent",
+    DeliveryState.RETRYING: "retrying already",
+    DeliveryState.SKIPPED: "not to be sent",
+}
+
+
+def retry_summary(*, queued: int, skipped: Sequence[str]) -> str:
+    """What a retry did, in words, from the count queued and the states of those skipped:
+    "1 delivery queued again.", "2 deliveries queued again; 1 skipped (already delivered).",
+    "No delivery queued again; 3 skipped (already queued)."."""
+    head = f"{deliveries(queued)} queued again" if queued else "No delivery queued again"
+    if not skipped:
+        return f"{head}."
+    reasons = ", ".join(
+        dict.fromkeys(SKIPPED_BECAUSE.get(DeliveryState(state), str(state)) for state in skipped)
+    )
+    return f"{head}; {len(skipped)} skipped ({reasons})."
+
+
+def compact_time(moment: datetime | None) -> SafeString | str:
+    """A time for a narrow list column, in the site's time zone: "12-01 16:02", the whole of it
+    ("2026-12-01 16:02:05 UTC") in the title."""
+    if moment is None:
+        return "—"
+    local = timezone.localtime(moment)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        local.isoformat(),
+        local.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        local.strftime("%m-%d %H:%M"),
+    )
+
+
+def short(text: str, limit: int = SHORT_TEXT) -> SafeString | str:
+    """A long text cut to `limit` characters for a list column, the whole of it in the title."""
+    if not text:
+        return ""
+    cut = text if len(text) <= limit else f"{text[: limit - 1]}…"
+    return format_html('<span class="truncate" title="{}">{}</span>', text, cut)
 
 
 @admin.register(CircuitEvent)
@@ -118,7 +202,7 @@ def deliveries_panel(request: HttpRequest, order: Order) -> SafeString:
                 d.state,
                 d.attempts,
                 d.external_id or "",
-                f"{d.last_error_class}: {d.last_error_message}"[:200] if d.last_error_class else "",
+                short(f"{d.last_error_class}: {d.last_error_message}", 200) if d.last_error_class else "",
             )
             for d in rows
         ),
@@ -137,7 +221,7 @@ def resend_confirmation_email(request: HttpRequest, orders: Sequence[Order]) -> 
         delivery = services.delivery_resend_email(
             order_id=order.id, actor=order_services.actor_for(request.user)
         )
-        return f"Order {order.id}: confirmation email queued again ({delivery.id})."
+        return f"Order {order.reference}: confirmation email queued again ({delivery.id})."
 
     each_order(request, orders, resend)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME, ActionForm
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -28,6 +28,7 @@ from django.utils.safestring import SafeString
 
 from core.errors import ApplicationError
 from orders import services as order_services
+from orders.admin.forms import MoneyField
 from orders.admin.registry import (
     OrderAdminAction,
     OrderAdminPage,
@@ -36,7 +37,8 @@ from orders.admin.registry import (
     register_order_admin_page,
     register_order_admin_panel,
 )
-from orders.domain import Order
+from orders.domain import Order, order_reference
+from orders.money import decimal_text, format_money
 from payments import selectors, services
 from payments.gateways.base import GatewayError
 from payments.models import Payment, Refund, RefundStatus, WebhookEvent, WebhookRefusal
@@ -59,7 +61,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 def _order_link(order_id: uuid.UUID) -> SafeString:
-    return format_html('<a href="{}">{}</a>', reverse("admin:orders_order_change", args=[order_id]), order_id)
+    """The order's short reference (as customers see it), linking to its admin page; the whole
+    id in the title."""
+    return format_html(
+        '<a class="order-ref" href="{}" title="{}">{}</a>',
+        reverse("admin:orders_order_change", args=[order_id]),
+        order_id,
+        order_reference(order_id),
+    )
 
 
 def _payment_link(payment: Payment, text: Any) -> SafeString:
@@ -77,16 +86,15 @@ def payments_panel(request: HttpRequest, order: Order) -> SafeString | str:
         return "No payment yet."
     payment_rows = format_html_join(
         "",
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
         (
             (
                 _payment_link(p, p.attempt),
                 p.get_status_display(),
                 p.intent_id or "—",
-                p.amount_minor,
-                p.amount_received_minor,
-                selectors.refunded_minor(p),
-                p.currency,
+                format_money(p.amount_minor, p.currency),
+                format_money(p.amount_received_minor, p.currency),
+                format_money(selectors.refunded_minor(p), p.currency),
                 p.failure_message or p.failure_code or "",
             )
             for p in payments
@@ -100,7 +108,7 @@ def payments_panel(request: HttpRequest, order: Order) -> SafeString | str:
             (
                 r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                 p.attempt,
-                f"{r.amount_minor} {p.currency}",
+                format_money(r.amount_minor, p.currency),
                 r.get_status_display(),
                 r.actor,
                 r.reason,
@@ -119,18 +127,21 @@ def payments_panel(request: HttpRequest, order: Order) -> SafeString | str:
         if refunds
         else format_html("<p>{}</p>", "No refunds.")
     )
+    position = selectors.refund_position(order.id)
     refund_link = (
         format_html(
-            '<p><a class="button" href="{}">Refund…</a></p>',
+            '<p><a class="button" id="refund-link" href="{}">Refund…</a> Refundable: {} of {} paid.</p>',
             reverse("admin:orders_order_refund", args=[order.id]),
+            format_money(position["left"], position["currency"]),
+            format_money(position["paid"], position["currency"]),
         )
-        if request.user.has_perm(REFUND_PERMISSION) and selectors.refund_position(order.id)["left"] > 0
+        if request.user.has_perm(REFUND_PERMISSION) and position["left"] > 0
         else ""
     )
     return format_html(
         '<table class="payments-payments"><thead><tr><th>Attempt</th><th>Status</th>'
         "<th>Stripe PaymentIntent</th><th>Amount</th><th>Received</th><th>Refunded</th>"
-        "<th>Currency</th><th>Failure</th></tr></thead><tbody>{}</tbody></table>{}{}",
+        "<th>Failure</th></tr></thead><tbody>{}</tbody></table>{}{}",
         payment_rows,
         refunds_table,
         refund_link,
@@ -139,24 +150,26 @@ def payments_panel(request: HttpRequest, order: Order) -> SafeString | str:
 
 # --- refunds --------------------------------------------------------------------------------
 def refund_orders(
-    request: HttpRequest, order_ids: Sequence[uuid.UUID], *, amount_minor: int | None, reason: str
+    request: HttpRequest, orders: Sequence[Order], *, amount_minor: int | None, reason: str
 ) -> None:
-    """Refund each order through the service; every outcome becomes an admin message."""
-    for order_id in order_ids:
+    """Refund each order through the service (all that is left when `amount_minor` is None);
+    every outcome becomes an admin message, with the order's short reference and money."""
+    for order in orders:
         try:
             refund = services.payment_refund(
-                order_id=order_id,
+                order_id=order.id,
                 actor=order_services.actor_for(request.user),
                 amount_minor=amount_minor,
                 reason=reason,
                 requested_by=request.user,
             )
         except ApplicationError as exc:
-            messages.error(request, f"Order {order_id} not refunded: {exc.message}")
+            messages.error(request, f"Order {order.reference} not refunded: {exc.message}")
         except GatewayError as exc:
-            messages.error(request, f"Order {order_id} not refunded: {exc}")
+            messages.error(request, f"Order {order.reference} not refunded: {exc}")
         else:
-            text = f"Order {order_id}: refund of {refund.amount_minor} {refund.payment.currency}"
+            amount = format_money(refund.amount_minor, refund.payment.currency)
+            text = f"Order {order.reference}: refund of {amount}"
             if refund.status == RefundStatus.SUCCEEDED:
                 messages.success(request, f"{text} succeeded.")
             elif refund.status == RefundStatus.PENDING:
@@ -166,48 +179,96 @@ def refund_orders(
                 messages.error(request, f"{text} {refund.status}{detail}.")
 
 
+def refund_positions(orders: Sequence[Order]) -> list[dict[str, Any]]:
+    """Each order's paid, refunded and refundable amounts, in minor units and as money."""
+    rows = []
+    for order in orders:
+        position = selectors.refund_position(order.id)
+        currency = position["currency"] or order.currency
+        rows.append(
+            {
+                "id": order.id,
+                "reference": order.reference,
+                "status": order.status,
+                **position,
+                "currency": currency,
+                "paid_text": format_money(position["paid"], currency),
+                "refunded_text": format_money(position["refunded"], currency),
+                "left_text": format_money(position["left"], currency),
+            }
+        )
+    return rows
+
+
 class RefundForm(forms.Form):
-    amount_minor = forms.IntegerField(
-        label="Amount (minor units)",
-        min_value=1,
-        required=False,
-        help_text="For example 900 for 9.00. Leave empty to refund all that is left.",
-    )
+    """An amount in the order's currency ("12.50"), or everything that is left as an explicit
+    choice: an empty amount never refunds everything by itself."""
+
+    amount = MoneyField(label="Amount", required=False, maximum_message="At most {maximum} can be refunded.")
+    refund_all = forms.BooleanField(label="Refund everything that is left", required=False)
     reason = forms.CharField(
-        max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60})
+        max_length=500,
+        required=False,
+        help_text="Kept for staff; the customer does not see it.",
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
     )
 
-    def __init__(self, *args: Any, order_count: int = 1, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, positions: Sequence[dict[str, Any]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.order_count = order_count
+        self.order_count = len(positions)
+        amount = self.fields["amount"]
+        if len(positions) == 1:
+            position = positions[0]
+            amount.currency = position["currency"]
+            amount.maximum = position["left"]
+            amount.label = f"Amount ({position['currency']})"
+            example = decimal_text(min(position["left"], 1250) or 1250, position["currency"])
+            amount.help_text = (
+                f"In {position['currency']}, such as {example}; at most {position['left_text']}."
+            )
+            self.fields["refund_all"].label = f"Refund everything that is left ({position['left_text']})"
+        else:
+            amount.help_text = "An amount can only be given for one order."
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if data.get("amount_minor") is not None and self.order_count > 1:
+        if "amount" not in data:  # the amount's own error is shown
+            return data
+        amount, everything = data.get("amount"), data.get("refund_all")
+        if amount is not None and self.order_count > 1:
             raise forms.ValidationError(
-                "An amount can only be given for one order; leave it empty to refund each in full."
+                "An amount can only be given for one order; tick “Refund everything that is left” to "
+                "refund each in full."
+            )
+        if amount is not None and everything:
+            raise forms.ValidationError("Give an amount or tick “Refund everything that is left”, not both.")
+        if amount is None and not everything:
+            raise forms.ValidationError(
+                "Enter the amount to refund, or tick “Refund everything that is left”."
             )
         return data
 
 
 def refund_in_full(request: HttpRequest, orders: Sequence[Order]) -> None:
-    refund_orders(request, [order.id for order in orders], amount_minor=None, reason="")
+    refund_orders(request, orders, amount_minor=None, reason="")
 
 
 def refund_amount(request: HttpRequest, orders: Sequence[Order]) -> HttpResponse | None:
     """The selected orders' refund form; once applied, back to the list with the outcomes."""
-    form = RefundForm(request.POST if "apply" in request.POST else None, order_count=len(orders))
+    positions = refund_positions(orders)
+    form = RefundForm(request.POST if "apply" in request.POST else None, positions=positions)
     if _refund_with(request, orders, form):
         return None
-    return _refund_page(request, orders, form, via_action=True)
+    return _refund_page(request, positions, form, via_action=True)
 
 
 def refund_page(request: HttpRequest, order: Order) -> HttpResponse:
     """The refund page of one order, linked from its payments panel; back to the order after."""
-    form = RefundForm(request.POST if request.method == "POST" else None)
+    positions = refund_positions([order])
+    form = RefundForm(request.POST if request.method == "POST" else None, positions=positions)
     if _refund_with(request, [order], form):
         return HttpResponseRedirect(reverse("admin:orders_order_change", args=[order.id]))
-    return _refund_page(request, [order], form, via_action=False)
+    return _refund_page(request, positions, form, via_action=False)
 
 
 def _refund_with(request: HttpRequest, orders: Sequence[Order], form: RefundForm) -> bool:
@@ -216,27 +277,32 @@ def _refund_with(request: HttpRequest, orders: Sequence[Order], form: RefundForm
         return False
     refund_orders(
         request,
-        [order.id for order in orders],
-        amount_minor=form.cleaned_data["amount_minor"],
+        orders,
+        amount_minor=None if form.cleaned_data["refund_all"] else form.cleaned_data["amount"],
         reason=form.cleaned_data["reason"],
     )
     return True
 
 
 def _refund_page(
-    request: HttpRequest, orders: Sequence[Order], form: RefundForm, *, via_action: bool
+    request: HttpRequest, positions: Sequence[dict[str, Any]], form: RefundForm, *, via_action: bool
 ) -> TemplateResponse:
+    one = positions[0] if len(positions) == 1 else None
     context = {
         **admin.site.each_context(request),
-        "title": "Refund order" if len(orders) == 1 else "Refund orders",
-        "rows": [
-            {"id": order.id, "status": order.status, **selectors.refund_position(order.id)}
-            for order in orders
-        ],
+        "title": f"Refund order {one['reference']}" if one else "Refund orders",
+        "rows": positions,
+        "one": one,
         "form": form,
         "via_action": via_action,
         "action_checkbox_name": ACTION_CHECKBOX_NAME,
         "media": form.media,
+        "confirm": (
+            f"Refund order {one['reference']} now? The money goes back to the customer's card; "
+            "this cannot be undone."
+            if one
+            else f"Refund these {len(positions)} orders now? This cannot be undone."
+        ),
     }
     return TemplateResponse(request, REFUND_TEMPLATE, context)
 
@@ -270,14 +336,45 @@ class RefundInline(admin.TabularInline):
     model = Refund
     extra = 0
     can_delete = False
-    fields = ["created_at", "amount_minor", "status", "actor", "requested_by", "reason", "provider_refund_id"]
+    fields = ["created_at", "amount", "status", "actor", "requested_by", "reason", "provider_refund_id"]
     readonly_fields = fields
+
+    @admin.display(description="Amount", ordering="amount_minor")
+    def amount(self, refund: Refund) -> str:
+        return format_money(refund.amount_minor, refund.payment.currency)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ConfirmingSelect(forms.Select):
+    """A select whose options named in `confirm` carry a `data-confirm` question, which
+    static/js/confirm-buttons.js asks before the form's submit button runs that action."""
+
+    def __init__(self, *args: Any, confirm: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.confirm = confirm
+
+    def create_option(self, name: str, value: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        option = super().create_option(name, value, *args, **kwargs)
+        if str(value) in self.confirm:
+            option["attrs"]["data-confirm"] = self.confirm[str(value)]
+        return option
+
+
+class PaymentActionForm(ActionForm):
+    action = forms.ChoiceField(
+        label="Action:",
+        widget=ConfirmingSelect(
+            confirm={
+                "refuse_held": "Refuse the selected held payments and refund them in full now? "
+                "This cannot be undone."
+            }
+        ),
+    )
 
 
 @admin.register(Payment)
@@ -288,9 +385,8 @@ class PaymentAdmin(ReadOnlyAdmin):
         "attempt",
         "status",
         "provider",
-        "amount_minor",
-        "amount_received_minor",
-        "currency",
+        "amount",
+        "amount_received",
         "intent_id",
         "failure_code",
     ]
@@ -299,6 +395,12 @@ class PaymentAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     inlines = [RefundInline]
     actions = ["accept_held", "refuse_held"]
+    action_form = PaymentActionForm
+
+    class Media:
+        css = {"all": ["css/admin-order.css"]}  # the short order reference, never wrapped
+        js = ["js/confirm-buttons.js"]  # refusing held payments (a refund) asks first
+
     # The client secret lets a browser confirm the payment: not shown.
     fields = [
         "id",
@@ -308,8 +410,8 @@ class PaymentAdmin(ReadOnlyAdmin):
         "status",
         "intent_id",
         "payment_method",
-        "amount_minor",
-        "amount_received_minor",
+        "amount",
+        "amount_received",
         "currency",
         "failure_code",
         "failure_message",
@@ -323,6 +425,14 @@ class PaymentAdmin(ReadOnlyAdmin):
     @admin.display(description="Order", ordering="order_id")
     def order(self, payment: Payment) -> SafeString:
         return _order_link(payment.order_id)
+
+    @admin.display(description="Amount", ordering="amount_minor")
+    def amount(self, payment: Payment) -> str:
+        return format_money(payment.amount_minor, payment.currency)
+
+    @admin.display(description="Received", ordering="amount_received_minor")
+    def amount_received(self, payment: Payment) -> str:
+        return format_money(payment.amount_received_minor, payment.currency)
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("payments.add_refund")
@@ -357,8 +467,7 @@ class RefundAdmin(ReadOnlyAdmin):
         "created_at",
         "order",
         "payment_attempt",
-        "amount_minor",
-        "currency",
+        "amount",
         "status",
         "actor",
         "requested_by",
@@ -368,11 +477,15 @@ class RefundAdmin(ReadOnlyAdmin):
     list_filter = ["status", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["=id", "provider_refund_id", "payment__order_id", "payment__intent_id"]
     list_select_related = ["payment", "requested_by"]
+
+    class Media:
+        css = {"all": ["css/admin-order.css"]}  # the short order reference, never wrapped
+
     fields = [
         "id",
         "order",
         "payment_attempt",
-        "amount_minor",
+        "amount",
         "currency",
         "status",
         "reason",
@@ -396,6 +509,10 @@ class RefundAdmin(ReadOnlyAdmin):
     @admin.display(description="Currency")
     def currency(self, refund: Refund) -> str:
         return refund.payment.currency
+
+    @admin.display(description="Amount", ordering="amount_minor")
+    def amount(self, refund: Refund) -> str:
+        return format_money(refund.amount_minor, refund.payment.currency)
 
 
 # --- webhook events -------------------------------------------------------------------------

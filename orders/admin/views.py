@@ -5,11 +5,13 @@ stores the orders (the ORM or DynamoDB).
 - `/admin/orders/order/` (`admin:orders_order_changelist`): one page of orders (status, date
   range, newest or oldest first, cursor pagination), a search box (a whole order id, the short
   reference customers see, or an email address) and actions on the selected orders: a status
-  transition each, and the actions other apps register.
+  transition each (never to a status that follows money: paid, partially refunded, refunded),
+  and the actions other apps register. Those that cannot be undone ask first in the browser.
 - `/admin/orders/order/<uuid>/change/` (`admin:orders_order_change`): the order, its lines and
   totals, the event timeline, forms to edit the shipping address and notes (`order_update`) or
-  add a note (`order_add_note`), one button per legal status transition (`order_transition`),
-  and the panels and actions other apps register (`orders.admin.registry`).
+  add a note (`order_add_note`), one button per legal status transition that moves no money
+  (`order_transition`; cancelling asks first), and the panels and actions other apps register
+  (`orders.admin.registry`). Money is shown as money in the order's currency.
 - `/admin/orders/order/<uuid>/<name>/` (`admin:orders_order_<name>`): the pages other apps
   register (the payments app's refund page).
 
@@ -66,6 +68,18 @@ PAGE_SIZE = 50
 TITLE = "Orders"
 VIEW_PERMISSIONS = ("orders.view_order", "orders.change_order")
 CHANGE_PERMISSION = "orders.change_order"
+# Statuses that follow money through the payment services (a payment settling, a refund
+# landing): never offered, nor accepted, as bare status edits, which would move no money.
+MONEY_STATUSES = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED})
+MONEY_STATUS_REFUSED = (
+    "Nothing was done: an order becomes {label} only when money moves (a payment settling, a"
+    " refund through the payment actions), never by a status change."
+)
+# What the browser asks before a status change that cannot be undone.
+CONFIRM_STATUS = {
+    OrderStatus.CANCELLED: "Cancel {what}? The stock held is released and no payment can be taken any more."
+    " This cannot be undone.",
+}
 SEARCH_HELP = (
     "Search by a whole order id, a reference (its first 8 characters, like 90385D94), an email"
     " or a customer's username."
@@ -102,9 +116,16 @@ def _query_url(params: dict[str, str], **changes: str) -> str:
     return f"?{urlencode(merged)}" if merged else "?"
 
 
+def offered_transitions(status: OrderStatus) -> list[OrderStatus]:
+    """The statuses staff may set by hand from `status`: the legal ones that do not follow money."""
+    return sorted(TRANSITIONS[status] - MONEY_STATUSES)
+
+
 def _transition_one(
     request: HttpRequest, repository: OrderRepository, order_id: uuid.UUID, to_status: OrderStatus
 ) -> Order:
+    if to_status in MONEY_STATUSES:  # a forged form: the buttons are not offered
+        raise OrderError(MONEY_STATUS_REFUSED.format(label=to_status.label.lower()))
     return services.order_transition(
         repository=repository,
         order_id=order_id,
@@ -186,7 +207,10 @@ def list_view(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
         "note": note,
         "params": params,
         "rows": [_row(order) for order in orders],
-        "actions": _list_actions(request.user),
+        "actions": [
+            {"name": name, "label": label, "confirm": confirm}
+            for name, label, confirm in _list_action_choices(request.user)
+        ],
         "action_checkbox_name": ACTION_CHECKBOX_NAME,
         "next_url": _query_url(params, q=q, cursor=next_cursor) if next_cursor else "",
         "first_url": _query_url(params, q=q) if cursor else "",
@@ -247,30 +271,44 @@ def _date_choices(params: dict[str, str], q: str) -> list[dict[str, Any]]:
 
 # --- actions on the selected orders ---------------------------------------------------------
 def _transition_actions() -> dict[str, OrderStatus]:
-    return {f"mark_{status.value}": status for status in OrderStatus}
+    return {f"mark_{status.value}": status for status in OrderStatus if status not in MONEY_STATUSES}
 
 
-def _list_actions(user: Any) -> list[tuple[str, str]]:
-    """(name, label) of each action `user` may run on the selected orders."""
+def _list_action_choices(user: Any) -> list[tuple[str, str, str]]:
+    """(name, label, confirmation question or "") of each action `user` may run on the selected
+    orders."""
     if not can_change(user):
         return []
     return [
         *(
-            (name, f"Mark selected orders: {status.label.lower()}")
+            (
+                name,
+                f"Mark selected orders: {status.label.lower()}",
+                CONFIRM_STATUS.get(status, "").format(what="the selected orders"),
+            )
             for name, status in _transition_actions().items()
         ),
         *(
-            (action.name, action.label)
+            (action.name, action.label, action.confirm)
             for action in registry.order_admin_actions
             if action.on_list and may_run(user, action)
         ),
     ]
 
 
+def _list_actions(user: Any) -> list[tuple[str, str]]:
+    """(name, label) of each action `user` may run on the selected orders."""
+    return [(name, label) for name, label, _ in _list_action_choices(user)]
+
+
 def _list_action(request: HttpRequest, repository: OrderRepository) -> HttpResponse:
     """Run the chosen action on the selected orders; back to the list, or the action's own page."""
     back = HttpResponseRedirect(request.get_full_path())
     name = request.POST.get("action", "")
+    money_status = next((s for s in MONEY_STATUSES if name == f"mark_{s.value}"), None)
+    if money_status is not None and can_change(request.user):  # a forged form: not offered
+        messages.error(request, MONEY_STATUS_REFUSED.format(label=money_status.label.lower()))
+        return back
     if name not in dict(_list_actions(request.user)):
         messages.warning(request, "No action selected.")
         return back
@@ -293,7 +331,8 @@ def _list_action(request: HttpRequest, repository: OrderRepository) -> HttpRespo
             except ApplicationError as exc:
                 messages.error(request, error_text(exc))
         if done:
-            messages.success(request, f"{done} order(s) marked {to_status.label.lower()}.")
+            noun = "order" if done == 1 else "orders"
+            messages.success(request, f"{done} {noun} marked {to_status.label.lower()}.")
         return back
     action = next(action for action in registry.order_admin_actions if action.name == name)
     return _run_action(request, action, orders) or back
@@ -426,7 +465,7 @@ def _detail_page(
     context = {
         **site.each_context(request),
         "app_name": apps.get_app_config("orders").verbose_name,
-        "title": f"Order {order.id}",
+        "title": f"Order {order.reference}",
         "subtitle": None,
         "order": order,
         "reference": order.reference,
@@ -445,11 +484,15 @@ def _detail_page(
             for line in order.lines
         ],
         "customer_url": _customer_url(order.customer_id),
-        "events": [
-            {"event": event, "data": json.dumps(event.data, sort_keys=True) if event.data else ""}
-            for event in events
+        "events": [{"event": event, "data": event_details(event.data, order.currency)} for event in events],
+        "transitions": [
+            {
+                "status": status,
+                "confirm": CONFIRM_STATUS.get(status, "").format(what=f"order {order.reference}"),
+            }
+            for status in offered_transitions(order.status)
         ],
-        "transitions": sorted(TRANSITIONS[order.status]),
+        "money_statuses": sorted(TRANSITIONS[order.status] & MONEY_STATUSES),
         "can_change": can_change(user),
         "panels": [
             {"name": panel.name, "title": panel.title, "html": _render_panel(panel, request, order)}
@@ -462,6 +505,22 @@ def _detail_page(
         "note_form": note_form,
     }
     return TemplateResponse(request, DETAIL_TEMPLATE, context)
+
+
+def event_details(data: dict[str, Any] | None, currency: str) -> str:
+    """An event's data for staff: "amount: $4.50, reason: "chipped"": amounts in minor units
+    (`*_minor`) as money in the order's (or the event's own) currency, the rest as JSON."""
+    if not data:
+        return ""
+    currency = str(data.get("currency") or currency)
+    parts = []
+    for key in sorted(data):
+        value = data[key]
+        if key.endswith("_minor") and isinstance(value, int) and not isinstance(value, bool):
+            parts.append(f"{key.removesuffix('_minor')}: {format_money(value, currency)}")
+        elif key != "currency":
+            parts.append(f"{key}: {json.dumps(value, sort_keys=True)}")
+    return ", ".join(parts)
 
 
 def _render_panel(panel: OrderAdminPanel, request: HttpRequest, order: Order) -> SafeString | str:

@@ -62,6 +62,45 @@ def test_retry_and_retry_all_matching(admin_client: Client, dead: Order) -> None
     assert Delivery.objects.get(integration="sns").state == DeliveryState.PENDING
 
 
+def messages_of(response: Any) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_retry_messages_count_what_was_queued_and_what_was_skipped(admin_client: Client, dead: Order) -> None:
+    ledger = "/admin/integrations/delivery/"
+    email, sns = Delivery.objects.get(integration="email"), Delivery.objects.get(integration="sns")
+    # From the dead-letter filter: retrying takes the row out of the filter, which once made "-1 skipped".
+    one = admin_client.post(
+        f"{ledger}?state__exact=dead", {"action": "retry", "_selected_action": [str(email.id)]}, follow=True
+    )
+    assert messages_of(one) == ["1 delivery queued again."]
+    delivered = Delivery.objects.exclude(integration__in=["email", "sns"]).first()  # the sheet's
+    assert delivered is not None
+    Delivery.objects.filter(pk=delivered.pk).update(state=DeliveryState.SUCCEEDED)
+    Delivery.objects.filter(pk=email.pk).update(state=DeliveryState.DEAD)
+    two = admin_client.post(
+        ledger,
+        {"action": "retry", "_selected_action": [str(email.id), str(sns.id), str(delivered.id)]},
+        follow=True,
+    )
+    assert messages_of(two) == ["2 deliveries queued again; 1 skipped (already delivered)."]
+    none = admin_client.post(
+        f"{ledger}?state__exact=pending",
+        {"action": "retry_all_matching", "_selected_action": [str(email.id)]},
+        follow=True,
+    )
+    assert messages_of(none) == ["No delivery queued again; 2 skipped (already queued)."]
+
+
+def test_the_ledger_shows_short_references_and_cuts_long_errors(admin_client: Client, dead: Order) -> None:
+    long_error = "x" * 300
+    Delivery.objects.filter(integration="email").update(last_error_message=long_error)
+    html = admin_client.get("/admin/integrations/delivery/").content.decode()
+    assert f'title="{dead.id}">{dead.reference}</a>' in html
+    assert f'<span class="truncate" title="HTTPError: {long_error}">HTTPError: {"x" * 68}…</span>' in html
+    assert "css/admin-order.css" in html
+
+
 def test_the_order_page_shows_deliveries_and_resends_the_email(admin_client: Client, dead: Order) -> None:
     services.deliveries_dispatch(integration="email", adapter=FakeAdapter(name="email"))  # nothing due: dead
     page = admin_client.get(f"/admin/orders/order/{dead.id}/change/").content.decode()

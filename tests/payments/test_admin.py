@@ -63,7 +63,8 @@ class TestOrderPage:
         assert paid.intent_id and paid.intent_id in html
         assert "Your card was declined." in html
         assert "Failed" in html and "Succeeded" in html
-        assert "900 USD" in html and "chipped" in html and f"staff:{staff.pk}" in html
+        assert "$9.00" in html and "chipped" in html and f"staff:{staff.pk}" in html
+        assert "Refundable: $20.00 of $29.00 paid." in html
         assert Refund.objects.get().provider_refund_id in html
         assert f"{ORDERS}{order.id}/refund/" in html  # 2000 left to refund
 
@@ -81,7 +82,7 @@ class TestRefundActions:
             ORDERS, {"action": "refund_in_full", "_selected_action": [str(paid_order.id)]}, follow=True
         )
         assert response.status_code == 200
-        assert f"Order {paid_order.id}: refund of 2900 USD succeeded." in messages_of(response)
+        assert f"Order {paid_order.reference}: refund of $29.00 succeeded." in messages_of(response)
         assert repository.get(paid_order.id).status == OrderStatus.REFUNDED
         refund = Refund.objects.get()
         assert (refund.amount_minor, refund.status, refund.actor, refund.requested_by) == (
@@ -100,50 +101,99 @@ class TestRefundActions:
         assert page.status_code == 200
         assert "admin/payments/refund.html" in [t.name for t in page.templates]
         html = page.content.decode()
-        assert 'name="amount_minor"' in html and 'name="reason"' in html
-        assert "2900 USD" in html  # left to refund
+        assert 'name="amount"' in html and 'name="reason"' in html and 'name="refund_all"' in html
+        assert "Amount (minor units)" not in html and "Amount (USD)" in html
+        assert "Refundable: <strong>$29.00</strong> of $29.00 paid." in html
+        assert "Refund everything that is left ($29.00)" in html
         assert not Refund.objects.exists()  # nothing happens before the confirmation
 
         done = admin_client.post(
-            ORDERS, {**selected, "apply": "yes", "amount_minor": "900", "reason": "chip"}, follow=True
+            ORDERS, {**selected, "apply": "yes", "amount": "9.00", "reason": "chip"}, follow=True
         )
-        assert f"Order {paid_order.id}: refund of 900 USD succeeded." in messages_of(done)
+        assert f"Order {paid_order.reference}: refund of $9.00 succeeded." in messages_of(done)
         assert repository.get(paid_order.id).status == OrderStatus.PARTIALLY_REFUNDED
         refund = Refund.objects.get()
         assert (refund.amount_minor, refund.reason, refund.status) == (900, "chip", RefundStatus.SUCCEEDED)
 
-    def test_an_over_refund_is_an_error_message(
+    def test_an_over_refund_is_a_form_error(
         self, admin_client: Client, paid_order: Order, repository: OrderRepository
     ) -> None:
-        response = admin_client.post(
-            ORDERS,
-            {
-                "action": "refund_amount",
-                "_selected_action": [str(paid_order.id)],
-                "apply": "yes",
-                "amount_minor": "2901",
-            },
-            follow=True,
-        )
+        selected = {"action": "refund_amount", "_selected_action": [str(paid_order.id)], "apply": "yes"}
+        response = admin_client.post(ORDERS, {**selected, "amount": "29.01"})
         assert response.status_code == 200
-        assert messages_of(response) == [
-            f"Order {paid_order.id} not refunded: At most 2900 (USD, minor units) can still be refunded."
-        ]
+        assert response.context["form"].errors == {"amount": ["At most $29.00 can be refunded."]}
+        assert "At most $29.00 can be refunded." in response.content.decode()
         assert not Refund.objects.exists()
         assert repository.get(paid_order.id).status == OrderStatus.PAID
+
+    @pytest.mark.parametrize(
+        ("amount", "error"),
+        [
+            ("0", "The amount must be more than zero."),
+            ("-5", "The amount must be more than zero."),
+            ("12.505", "USD has 2 decimals."),
+            ("twelve", "Enter an amount of USD, such as 12.50."),
+            ("NaN", "Enter an amount of USD."),
+            ("1e400", "The amount is too large."),
+            ("30", "At most $29.00 can be refunded."),
+        ],
+    )
+    def test_an_amount_that_is_not_money_is_a_form_error(
+        self, admin_client: Client, paid_order: Order, amount: str, error: str
+    ) -> None:
+        url = f"{ORDERS}{paid_order.id}/refund/"
+        response = admin_client.post(url, {"amount": amount})
+        assert response.status_code == 200
+        assert response.context["form"].errors == {"amount": [error]}
+        assert not Refund.objects.exists()
+
+    def test_an_empty_amount_refunds_nothing_unless_everything_is_chosen(
+        self, admin_client: Client, paid_order: Order, repository: OrderRepository
+    ) -> None:
+        url = f"{ORDERS}{paid_order.id}/refund/"
+        empty = admin_client.post(url, {"amount": ""})
+        assert empty.status_code == 200
+        assert empty.context["form"].non_field_errors() == [
+            "Enter the amount to refund, or tick “Refund everything that is left”."
+        ]
+        both = admin_client.post(url, {"amount": "1.00", "refund_all": "on"})
+        assert both.context["form"].non_field_errors() == [
+            "Give an amount or tick “Refund everything that is left”, not both."
+        ]
+        assert not Refund.objects.exists()
+        # The submit button asks first (static/js/confirm-buttons.js).
+        page = admin_client.get(url).content.decode()
+        assert f'data-confirm="Refund order {paid_order.reference} now?' in page
+        assert "js/confirm-buttons.js" in page
+        everything = admin_client.post(url, {"refund_all": "on"}, follow=True)
+        assert f"Order {paid_order.reference}: refund of $29.00 succeeded." in messages_of(everything)
+        assert repository.get(paid_order.id).status == OrderStatus.REFUNDED
+
+    def test_the_refund_page_of_an_unpaid_order_refunds_nothing(
+        self, admin_client: Client, stripe_api: str, order: Order
+    ) -> None:
+        url = f"{ORDERS}{order.id}/refund/"
+        page = admin_client.get(url)
+        assert (
+            page.status_code == 200
+            and "Refundable: <strong>$0.00</strong> of $0.00 paid." in page.content.decode()
+        )
+        over = admin_client.post(url, {"amount": "1.00"})
+        assert over.context["form"].errors == {"amount": ["At most $0.00 can be refunded."]}
+        everything = admin_client.post(url, {"refund_all": "on"}, follow=True)
+        assert messages_of(everything) == [
+            f"Order {order.reference} not refunded: An order that is pending_payment cannot be refunded."
+        ]
+        assert not Refund.objects.exists()
 
     def test_bad_input_is_shown_on_the_page(
         self, admin_client: Client, paid_order: Order, place: Callable[..., Order]
     ) -> None:
         other = place()
         two = {"action": "refund_amount", "_selected_action": [str(paid_order.id), str(other.id)]}
-        response = admin_client.post(ORDERS, {**two, "apply": "yes", "amount_minor": "100"})
+        response = admin_client.post(ORDERS, {**two, "apply": "yes", "amount": "1.00"})
         assert response.status_code == 200
         assert "An amount can only be given for one order" in response.content.decode()
-        zero = {"action": "refund_amount", "_selected_action": [str(paid_order.id)], "amount_minor": "0"}
-        response = admin_client.post(ORDERS, {**zero, "apply": "yes"})
-        assert response.status_code == 200
-        assert "greater than or equal to 1" in response.content.decode()
         assert not Refund.objects.exists()
 
     def test_an_unpaid_order_is_refused_with_a_message(
@@ -153,7 +203,7 @@ class TestRefundActions:
             ORDERS, {"action": "refund_in_full", "_selected_action": [str(order.id)]}, follow=True
         )
         assert messages_of(response) == [
-            f"Order {order.id} not refunded: An order that is pending_payment cannot be refunded."
+            f"Order {order.reference} not refunded: An order that is pending_payment cannot be refunded."
         ]
         assert repository.get(order.id).status == OrderStatus.PENDING_PAYMENT
 
@@ -162,11 +212,13 @@ class TestRefundActions:
     ) -> None:
         url = f"{ORDERS}{paid_order.id}/refund/"
         assert admin_client.get(url).status_code == 200
-        done = admin_client.post(url, {"amount_minor": "1000", "reason": "late"})
+        done = admin_client.post(url, {"amount": "10.00", "reason": "late"})
         assert done.status_code == 302 and done.url == f"{ORDERS}{paid_order.id}/change/"
         assert repository.get(paid_order.id).status == OrderStatus.PARTIALLY_REFUNDED
-        rest = admin_client.post(url, {"amount_minor": ""}, follow=True)
-        assert f"Order {paid_order.id}: refund of 1900 USD succeeded." in messages_of(rest)
+        page = admin_client.get(url).content.decode()
+        assert "Refundable: <strong>$19.00</strong> of $29.00 paid ($10.00 refunded already)." in page
+        rest = admin_client.post(url, {"refund_all": "on"}, follow=True)
+        assert f"Order {paid_order.reference}: refund of $19.00 succeeded." in messages_of(rest)
         assert repository.get(paid_order.id).status == OrderStatus.REFUNDED
         assert sorted(Refund.objects.values_list("amount_minor", flat=True)) == [1000, 1900]
         assert admin_client.get(f"{ORDERS}{uuid.uuid4()}/refund/").status_code == 302  # no such order
@@ -200,6 +252,14 @@ class TestPaymentAndRefundLists:
         listing = admin_client.get("/admin/payments/payment/")
         assert listing.status_code == 200
         assert payment.intent_id in listing.content.decode()
+        # Money as money, the order as its short reference linking to it.
+        assert "$29.00" in listing.content.decode() and "$14.50" in listing.content.decode()
+        assert f'title="{paid_order.id}">{paid_order.reference}</a>' in listing.content.decode()
+        # Refusing held payments refunds them: the browser asks first (static/js/confirm-buttons.js).
+        assert (
+            'value="refuse_held" data-confirm="Refuse the selected held payments' in listing.content.decode()
+        )
+        assert "js/confirm-buttons.js" in listing.content.decode()
         succeeded = admin_client.get("/admin/payments/payment/", {"status__exact": "succeeded"})
         assert str(paid_order.id) in succeeded.content.decode()
         assert str(other.id) not in succeeded.content.decode()
@@ -219,6 +279,8 @@ class TestPaymentAndRefundLists:
         refund = Refund.objects.get()
         refunds = admin_client.get("/admin/payments/refund/")
         assert refunds.status_code == 200 and refund.provider_refund_id in refunds.content.decode()
+        assert "$4.00" in refunds.content.decode()
+        assert "$4.00" in detail.content.decode()  # the payment's refunds inline
         assert admin_client.get("/admin/payments/refund/", {"status__exact": "succeeded"}).status_code == 200
         assert admin_client.get("/admin/payments/refund/", {"q": str(paid_order.id)}).status_code == 200
         assert admin_client.get(f"/admin/payments/refund/{refund.pk}/change/").status_code == 200
