@@ -10,7 +10,15 @@ from datetime import datetime
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from orders.domain import Order, OrderEvent, OrderNotFound, OrderPage, OrderQuery, OrderStatus
+from orders.domain import (
+    Order,
+    OrderEvent,
+    OrderNotFound,
+    OrderPage,
+    OrderQuery,
+    OrderStatus,
+    ShippingAddress,
+)
 from orders.models import Product
 from orders.repositories import OrderRepository
 
@@ -124,3 +132,20 @@ def order_list(
 
 def order_events(*, repository: OrderRepository, order: Order) -> list[OrderEvent]:
     return repository.events(order.id)
+
+
+def customer_last_address(*, repository: OrderRepository, user: AbstractBaseUser) -> ShippingAddress | None:
+    """Where the customer's newest order went (their own, also for staff), to prefill checkout."""
+    page = repository.list(OrderQuery(customer_id=user.pk, limit=1))
+    return page.orders[0].shipping_address if page.orders else None
+
+
+def guest_orders(*, repository: OrderRepository, order_ids: Collection[str]) -> list[Order]:
+    """The guest orders placed from this browser (their ids kept in the session), newest first."""
+    found = []
+    for order_id in order_ids:
+        try:
+            found.append(repository.get(uuid.UUID(str(order_id))))
+        except (OrderNotFound, ValueError):
+            continue
+    return sorted(found, key=lambda order: order.created_at, reverse=True)
