@@ -251,3 +251,26 @@ def test_the_api_contract_is_kept_without_a_region(api: APIClient, mug: Any) -> 
     response = api.post("/api/orders", body, format="json")
     assert response.status_code == 201, response.content
     assert response.json()["shipping_address"]["region"] == ""
+
+
+# --- the admin's address edit keeps the region --------------------------------------------------
+def test_staff_editing_an_address_keep_and_check_its_region(
+    admin_client: Client, client: Client, mug: Any, repository: OrderRepository
+) -> None:
+    order = repository.get(order_id_from(place_from_form(client, **US_ADDRESS)))
+    url = f"/admin/orders/order/{order.id}/change/"
+
+    def edit(**changes: str) -> Any:
+        data = {"_op": "edit", **order.shipping_address.as_dict(), "notes": "", "version": order.version}
+        return admin_client.post(url, {**data, **changes})
+
+    edit(city="Richmond")
+    stored = repository.get(order.id)
+    assert (stored.shipping_address.city, stored.shipping_address.region) == ("Richmond", "VA")
+
+    order = stored
+    bad = edit(region="Narnia", country="Germany")
+    assert set(bad.context["edit_form"].errors) == {"country"}
+    bad = edit(region="Narnia")
+    assert bad.context["edit_form"].errors["region"] == ["“Narnia” is not a region of United States."]
+    assert repository.get(order.id).shipping_address.region == "VA"
