@@ -48,6 +48,11 @@ class CheckoutForm(forms.Form):
     name = forms.CharField(
         label="Full name", max_length=200, widget=forms.TextInput({"autocomplete": "name"})
     )
+    country = CountryField(
+        choices=[("", "Choose…")],  # filled in __init__: every ISO 3166 country, by name
+        error_messages={"invalid_choice": "Choose a country from the list."},
+        widget=forms.Select({"autocomplete": "country"}),
+    )
     line1 = forms.CharField(
         label="Address", max_length=200, widget=forms.TextInput({"autocomplete": "address-line1"})
     )
@@ -59,14 +64,6 @@ class CheckoutForm(forms.Form):
         widget=forms.TextInput({"autocomplete": "address-line2"}),
     )
     city = forms.CharField(max_length=100, widget=forms.TextInput({"autocomplete": "address-level2"}))
-    postal_code = forms.CharField(
-        label="Postal code", max_length=20, widget=forms.TextInput({"autocomplete": "postal-code"})
-    )
-    country = CountryField(
-        choices=[("", "Choose…")],  # filled in __init__: every ISO 3166 country, by name
-        error_messages={"invalid_choice": "Choose a country from the list."},
-        widget=forms.Select({"autocomplete": "country"}),
-    )
     region = forms.ChoiceField(
         label="State / province",
         required=False,
@@ -74,6 +71,9 @@ class CheckoutForm(forms.Form):
         help_text="Needed for the United States, Canada and Australia.",
         error_messages={"invalid_choice": "Choose a state or province from the list."},
         widget=forms.Select({"autocomplete": "address-level1"}),
+    )
+    postal_code = forms.CharField(
+        label="Postal code", max_length=20, widget=forms.TextInput({"autocomplete": "postal-code"})
     )
     email = forms.EmailField(
         help_text="We send the order confirmation here.",

@@ -44,7 +44,7 @@
       label.textContent = word + ":";
     }
     if (help) {
-      help.hidden = true;
+      help.style.display = "none"; // the no-JavaScript hint; .helptext sets display, so not `hidden`
     }
     var prefix = code + "-";
     for (var i = 0; i < groups.length; i += 1) {

@@ -130,3 +130,9 @@ def test_a_shipped_order_keeps_the_card_and_says_it_shipped(
     assert "Visa ending in 4242" in html
     assert "Your order has shipped" in html
     assert "What happens next" not in html
+
+
+def test_the_pay_page_says_what_happens_after_paying(owner: Client, order: Order) -> None:
+    html = owner.get(confirm_url(order, "pay")).content.decode()
+    assert "Once paid, you return to your order page" in html
+    assert f"<strong>{order.email}</strong>" in html
