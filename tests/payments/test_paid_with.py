@@ -97,7 +97,7 @@ def test_paying_records_the_card_and_the_order_page_says_so(
     assert 'Paid with <strong class="card-used">Visa ending in 4242</strong>' in html
     assert "What happens next" in html
     assert f"A confirmation email is on its way to <strong>{order.email}</strong>." in html
-    assert "We email you again when it ships." in html
+    assert "When it ships, this page says so" in html
 
 
 def test_the_card_of_a_3d_secure_payment_is_recorded_when_synced(
