@@ -235,6 +235,7 @@ class ShippingAddress:
     postal_code: str
     country: str  # ISO 3166-1 alpha-2
     line2: str = ""
+    region: str = ""  # state or province: the part of its ISO 3166-2 code after the country ("CA")
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -243,6 +244,7 @@ class ShippingAddress:
             "line2": self.line2,
             "city": self.city,
             "postal_code": self.postal_code,
+            "region": self.region,
             "country": self.country,
         }
 
@@ -255,6 +257,7 @@ class ShippingAddress:
             city=data["city"],
             postal_code=data["postal_code"],
             country=data["country"],
+            region=data.get("region", "") or "",
         )
 
 

@@ -3,6 +3,7 @@ business rule are decided by `orders.services`."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
+from orders import addresses
 from orders.domain import OrderStatus, ShippingAddress
 
 EXPIRED_FORM = "This checkout form has expired. Please reload the page and try again."
@@ -35,9 +37,21 @@ class CartUpdateForm(forms.Form):
     )
 
 
+class CountryField(forms.ChoiceField):
+    """An ISO 3166-1 country from a select of names; the posted code in any case ("de")."""
+
+    def to_python(self, value: Any) -> str:
+        return super().to_python(value).strip().upper()
+
+
 class CheckoutForm(forms.Form):
     name = forms.CharField(
         label="Full name", max_length=200, widget=forms.TextInput({"autocomplete": "name"})
+    )
+    country = CountryField(
+        choices=[("", "Choose…")],  # filled in __init__: every ISO 3166 country, by name
+        error_messages={"invalid_choice": "Choose a country from the list."},
+        widget=forms.Select({"autocomplete": "country"}),
     )
     line1 = forms.CharField(
         label="Address", max_length=200, widget=forms.TextInput({"autocomplete": "address-line1"})
@@ -50,15 +64,16 @@ class CheckoutForm(forms.Form):
         widget=forms.TextInput({"autocomplete": "address-line2"}),
     )
     city = forms.CharField(max_length=100, widget=forms.TextInput({"autocomplete": "address-level2"}))
+    region = forms.ChoiceField(
+        label="State / province",
+        required=False,
+        choices=[("", "Choose…")],  # filled in __init__: the regions of REGION_REQUIRED's countries
+        help_text="Needed for the United States, Canada and Australia.",
+        error_messages={"invalid_choice": "Choose a state or province from the list."},
+        widget=forms.Select({"autocomplete": "address-level1"}),
+    )
     postal_code = forms.CharField(
         label="Postal code", max_length=20, widget=forms.TextInput({"autocomplete": "postal-code"})
-    )
-    country = forms.RegexField(
-        regex=r"^[A-Za-z]{2}$",
-        max_length=2,
-        help_text="Two-letter country code, such as US, GB or DE.",
-        error_messages={"invalid": "Use a two-letter country code, such as US or DE."},
-        widget=forms.TextInput({"autocomplete": "country", "size": 2, "class": "short"}),
     )
     email = forms.EmailField(
         help_text="We send the order confirmation here.",
@@ -79,13 +94,32 @@ class CheckoutForm(forms.Form):
     def __init__(self, *args: Any, user: AbstractBaseUser | AnonymousUser, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.user = user
+        self.fields["country"].choices = [("", "Choose…"), *addresses.country_choices()]
+        region = self.fields["region"]
+        region.choices = [("", "Choose…"), *addresses.region_choices()]
+        # checkout.js shows the region only for these countries, under the country's own word.
+        region.widget.attrs["data-labels"] = json.dumps(addresses.REGION_REQUIRED)
         if user.is_authenticated and user.email:
             # Signed-in customers may leave it empty: the order goes to their account's email.
             self.fields["email"].required = False
             self.fields["email"].help_text = f"Leave empty to use {user.email}."
 
-    def clean_country(self) -> str:
-        return self.cleaned_data["country"].upper()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        country, region = data.get("country"), data.get("region") or ""
+        if not country or "region" in self.errors:
+            return data
+        if region and not region.startswith(f"{country}-"):
+            if addresses.region_required(country):
+                self.add_error("region", f"That is not in {addresses.country_name(country)}.")
+                return data
+            region = ""  # chosen for another country, then the country changed (no JavaScript)
+        if not region and addresses.region_required(country):
+            word = addresses.REGION_REQUIRED[country].lower()
+            self.add_error("region", f"Choose a {word} of {addresses.country_name(country)}.")
+            return data
+        data["region"] = addresses.region_code(country, region)
+        return data
 
     def clean_email(self) -> str:
         email = self.cleaned_data["email"]
@@ -102,7 +136,16 @@ class CheckoutForm(forms.Form):
             city=data["city"],
             postal_code=data["postal_code"],
             country=data["country"],
+            region=data["region"],
         )
+
+    @staticmethod
+    def initial_for_address(address: ShippingAddress) -> dict[str, str]:
+        """The form's fields filled from an earlier order's address (a returning customer)."""
+        initial = address.as_dict()
+        if address.region:
+            initial["region"] = f"{address.country}-{address.region}"
+        return initial
 
 
 class OrderFilterForm(forms.Form):

@@ -10,7 +10,16 @@ from datetime import datetime
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from orders.domain import EventType, Order, OrderEvent, OrderNotFound, OrderPage, OrderQuery, OrderStatus
+from orders.domain import (
+    EventType,
+    Order,
+    OrderEvent,
+    OrderNotFound,
+    OrderPage,
+    OrderQuery,
+    OrderStatus,
+    ShippingAddress,
+)
 from orders.models import Product
 from orders.repositories import OrderRepository
 
@@ -274,3 +283,20 @@ def order_events_for(
             data |= {key: event.data[key] for key in ("reason", "text") if key in event.data}
         visible.append(replace(event, data=data))
     return visible
+
+
+def customer_last_address(*, repository: OrderRepository, user: AbstractBaseUser) -> ShippingAddress | None:
+    """Where the customer's newest order went (their own, also for staff), to prefill checkout."""
+    page = repository.list(OrderQuery(customer_id=user.pk, limit=1))
+    return page.orders[0].shipping_address if page.orders else None
+
+
+def guest_orders(*, repository: OrderRepository, order_ids: Collection[str]) -> list[Order]:
+    """The guest orders placed from this browser (their ids kept in the session), newest first."""
+    found = []
+    for order_id in order_ids:
+        try:
+            found.append(repository.get(uuid.UUID(str(order_id))))
+        except (OrderNotFound, ValueError):
+            continue
+    return sorted(found, key=lambda order: order.created_at, reverse=True)

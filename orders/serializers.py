@@ -8,6 +8,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from orders import addresses
 from orders.domain import TRANSITIONS, OrderStatus
 from orders.services import LineRequest
 
@@ -34,13 +35,27 @@ class ShippingAddressSerializer(serializers.Serializer):
     line2 = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     city = serializers.CharField(max_length=100)
     postal_code = serializers.CharField(max_length=20)
-    country = serializers.RegexField(
-        r"^[A-Za-z]{2}$",
-        error_messages={"invalid": "Use a two-letter country code, such as US or DE."},
+    country = serializers.CharField(max_length=100, help_text="ISO 3166-1 alpha-2 code, such as US or DE.")
+    region = serializers.CharField(
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="State or province: its ISO 3166-2 code (CA or US-CA) or name; stored as the short code.",
     )
 
     def validate_country(self, value: str) -> str:
-        return value.upper()
+        try:
+            return addresses.country_code(value)
+        except addresses.AddressError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            attrs["region"] = addresses.region_code(attrs["country"], attrs.get("region", ""))
+        except addresses.AddressError as exc:
+            raise serializers.ValidationError({"region": [str(exc)]}) from exc
+        return attrs
 
 
 class OrderLineInputSerializer(serializers.Serializer):
@@ -110,6 +125,7 @@ class ShippingAddressOutputSerializer(serializers.Serializer):
     line2 = serializers.CharField()
     city = serializers.CharField()
     postal_code = serializers.CharField()
+    region = serializers.CharField(default="")
     country = serializers.CharField()
 
 

@@ -12,7 +12,6 @@ import uuid
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render, resolve_url
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -40,6 +39,7 @@ GUEST_ORDERS = "guest_orders"
 GUEST_ORDERS_KEPT = 50
 LAST_CHECKOUT = "last_checkout"
 ORDERS_PAGE_SIZE = 20
+GUEST_ORDERS_SHOWN = 20
 
 
 # --- catalog ----------------------------------------------------------------------------------
@@ -115,10 +115,17 @@ def checkout(request: HttpRequest) -> HttpResponse:
 
     if request.method == "GET":
         initial: dict[str, object] = {"idempotency_key": uuid.uuid4()}
+        returning = False
         if request.user.is_authenticated:
             initial["email"] = request.user.email
+            last = selectors.customer_last_address(repository=get_order_repository(), user=request.user)
+            if last is not None:
+                # A returning customer: the address of their newest order, to check or change.
+                initial.update(CheckoutForm.initial_for_address(last))
+                returning = True
         form = CheckoutForm(initial=initial, user=request.user)
     else:
+        returning = False
         form = CheckoutForm(request.POST, user=request.user)
         if form.is_valid():
             try:
@@ -132,7 +139,9 @@ def checkout(request: HttpRequest) -> HttpResponse:
                 form.add_error(None, exc.message)
             else:
                 return redirect("orders:order_detail", order_id=order.id)
-    return render(request, "orders/checkout.html", {"form": form, **_cart_context(cart)})
+    return render(
+        request, "orders/checkout.html", {"form": form, "returning": returning, **_cart_context(cart)}
+    )
 
 
 def _place_order(request: HttpRequest, form: CheckoutForm, cart: Cart) -> Order:
@@ -218,8 +227,14 @@ def order_cancel(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
     return redirect("orders:order_detail", order_id=order.id)
 
 
-@login_required
 def order_list(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        # A guest has no account to list orders of: say where their orders are instead.
+        orders = selectors.guest_orders(
+            repository=get_order_repository(),
+            order_ids=request.session.get(GUEST_ORDERS, [])[-GUEST_ORDERS_SHOWN:],
+        )
+        return render(request, "orders/order_list_guest.html", {"orders": orders})
     form = OrderFilterForm(request.GET)
     status = form.selected_status()
     repository = get_order_repository()

@@ -34,6 +34,23 @@ FINAL_PAYMENT_STATUSES = frozenset(
 )
 
 
+# Stripe's card brand values (payment_method_details.card.brand) as printed on cards.
+CARD_BRANDS = {
+    "amex": "American Express",
+    "cartes_bancaires": "Cartes Bancaires",
+    "diners": "Diners Club",
+    "discover": "Discover",
+    "eftpos_au": "eftpos",
+    "interac": "Interac",
+    "jcb": "JCB",
+    "link": "Link",
+    "mastercard": "Mastercard",
+    "unionpay": "UnionPay",
+    "visa": "Visa",
+    "unknown": "Card",
+}
+
+
 class Payment(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     order_id = models.UUIDField(db_index=True)
@@ -48,6 +65,9 @@ class Payment(models.Model):
     status = models.CharField(max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.CREATING)
     failure_code = models.CharField(max_length=100, blank=True)
     failure_message = models.CharField(max_length=500, blank=True)
+    # The card that paid, as Stripe reported it ("visa", "4242"); empty until it says.
+    card_brand = models.CharField(max_length=30, blank=True)
+    card_last4 = models.CharField(max_length=4, blank=True)
     # Why a payment is held for review or was reversed (empty otherwise).
     review_reason = models.CharField(max_length=500, blank=True)
     # Stripe's `created` of the newest webhook event applied: older ones are stale.
@@ -73,6 +93,14 @@ class Payment(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_PAYMENT_STATUSES
+
+    @property
+    def card_label(self) -> str:
+        """The card as the customer knows it ("Visa ending in 4242"); empty when not known."""
+        if not self.card_last4:
+            return ""
+        brand = CARD_BRANDS.get(self.card_brand, self.card_brand.replace("_", " ").title() or "Card")
+        return f"{brand} ending in {self.card_last4}"
 
 
 class RefundStatus(models.TextChoices):

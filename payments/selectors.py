@@ -102,3 +102,8 @@ def order_has_open_payment(order_id: uuid.UUID) -> bool:
         )
         .exists()
     )
+
+
+def payment_succeeded(*, order_id: uuid.UUID) -> Payment | None:
+    """The payment that paid the order (at most one can), or None."""
+    return Payment.objects.filter(order_id=order_id, status=PaymentStatus.SUCCEEDED).first()

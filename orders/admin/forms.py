@@ -10,6 +10,7 @@ from typing import Any
 
 from django import forms
 
+from orders import addresses
 from orders.domain import Order, OrderStatus, ShippingAddress
 from orders.money import decimal_text, format_money
 
@@ -160,6 +161,7 @@ class OrderEditForm(forms.Form):
         error_messages={"invalid": "Use a two-letter country code, such as US or DE."},
         widget=forms.TextInput({"size": 2}),
     )
+    region = forms.CharField(label="State / province", max_length=100, required=False)
     notes = forms.CharField(max_length=2000, required=False, widget=forms.Textarea({"rows": 3, "cols": 60}))
     # The version the form was made from: saving over someone else's newer change is refused.
     version = forms.IntegerField(widget=forms.HiddenInput)
@@ -171,7 +173,19 @@ class OrderEditForm(forms.Form):
         )
 
     def clean_country(self) -> str:
-        return self.cleaned_data["country"].upper()
+        try:
+            return addresses.country_code(self.cleaned_data["country"])
+        except addresses.AddressError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("country"):
+            try:
+                data["region"] = addresses.region_code(data["country"], data.get("region", ""))
+            except addresses.AddressError as exc:
+                self.add_error("region", str(exc))
+        return data
 
     def shipping_address(self) -> ShippingAddress:
         return ShippingAddress.from_dict(self.cleaned_data)

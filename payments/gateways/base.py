@@ -55,6 +55,10 @@ class IntentResult:
     charge_id: str = ""
     error_code: str = ""
     error_message: str = ""
+    # The card that paid, when the provider says (Stripe: the latest charge's
+    # payment_method_details.card, when the charge is expanded): "visa", "4242".
+    card_brand: str = ""
+    card_last4: str = ""
 
     @property
     def succeeded(self) -> bool:

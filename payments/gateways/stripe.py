@@ -86,6 +86,7 @@ def _intent_result(intent: Any) -> IntentResult:
     data = _plain(intent)
     error = data.get("last_payment_error") or {}
     charge = data.get("latest_charge") or ""
+    card = _card(charge)
     return IntentResult(
         intent_id=data["id"],
         status=data["status"],
@@ -98,7 +99,17 @@ def _intent_result(intent: Any) -> IntentResult:
         charge_id=_id(charge),
         error_code=error.get("decline_code") or error.get("code") or "",
         error_message=error.get("message") or "",
+        card_brand=str(card.get("brand") or ""),
+        card_last4=str(card.get("last4") or ""),
     )
+
+
+def _card(charge: Any) -> dict[str, Any]:
+    """payment_method_details.card of an expanded Charge ({} for an id, or a charge by other means)."""
+    if not isinstance(charge, dict):
+        return {}
+    details = charge.get("payment_method_details") or {}
+    return details.get("card") or {} if details.get("type") == "card" else {}
 
 
 def _id(value: Any) -> str:
@@ -179,7 +190,9 @@ class StripeGateway:
 
     def retrieve_intent(self, intent_id: str) -> IntentResult:
         with _translated_errors():
-            return _intent_result(self.client.v1.payment_intents.retrieve(intent_id))
+            return _intent_result(
+                self.client.v1.payment_intents.retrieve(intent_id, params={"expand": ["latest_charge"]})
+            )
 
     def find_intents(self, *, order_id: str, attempt: int | None = None) -> list[IntentResult]:
         query = f"metadata['order_id']:{_search_value(order_id)}"

@@ -300,6 +300,8 @@ def payment_apply_intent(
             )
         payment.intent_id = intent.intent_id or payment.intent_id
         payment.client_secret = intent.client_secret or payment.client_secret
+        payment.card_brand = intent.card_brand[:30] or payment.card_brand
+        payment.card_last4 = intent.card_last4[:4] or payment.card_last4
         payment.amount_received_minor = max(payment.amount_received_minor, intent.amount_received_minor)
         payment.last_event_created = max(payment.last_event_created, event_created)
         if new_status == PaymentStatus.SUCCEEDED and current != PaymentStatus.SUCCEEDED:

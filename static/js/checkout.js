@@ -11,6 +11,57 @@
  * (the same order gets a new payment attempt). No framework, no CDN; Stripe.js is loaded by the
  * page from STRIPE_JS_URL.
  */
+/*
+ * The checkout page (templates/orders/checkout.html): the state / province field is shown, and
+ * required, only for the countries that use one (the select's data-labels: {"US": "State", ...}),
+ * with only that country's regions to choose from. Without JavaScript the field is always shown
+ * and the server checks the pair.
+ */
+(function () {
+  "use strict";
+
+  var country = document.getElementById("id_country");
+  var region = document.getElementById("id_region");
+  if (!country || !region) {
+    return;
+  }
+  var labels = JSON.parse(region.dataset.labels || "{}");
+  var wrapper = region.closest("div") || region.parentNode;
+  var label = wrapper.querySelector("label");
+  var help = document.getElementById("id_region_helptext");
+  var groups = region.querySelectorAll("optgroup");
+
+  function update() {
+    var code = country.value;
+    var word = labels[code];
+    wrapper.hidden = !word;
+    region.required = Boolean(word);
+    region.disabled = !word; // not sent for a country without regions
+    if (!word) {
+      return;
+    }
+    if (label) {
+      label.textContent = word + ":";
+    }
+    if (help) {
+      help.style.display = "none"; // the no-JavaScript hint; .helptext sets display, so not `hidden`
+    }
+    var prefix = code + "-";
+    for (var i = 0; i < groups.length; i += 1) {
+      var options = groups[i].querySelectorAll("option");
+      var mine = options.length > 0 && options[0].value.indexOf(prefix) === 0;
+      groups[i].hidden = !mine;
+      groups[i].disabled = !mine;
+    }
+    if (region.value && region.value.indexOf(prefix) !== 0) {
+      region.value = "";
+    }
+  }
+
+  country.addEventListener("change", update);
+  update();
+})();
+
 (function () {
   "use strict";
 

@@ -572,10 +572,23 @@ def test_paid_order_has_no_cancel_button_and_no_payment_notice(
 
 
 # --- my orders --------------------------------------------------------------------------------
-def test_my_orders_needs_login(client: Client) -> None:
+def test_my_orders_for_a_guest_explains_where_guest_orders_are(client: Client, mug: Any) -> None:
+    """Issue 14, point 7: no login page; how to find a guest order, and this browser's orders."""
     response = client.get(reverse("orders:order_list"))
-    assert response.status_code == 302
-    assert response.url == f"{reverse('login')}?next={reverse('orders:order_list')}"
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Ordered as a guest?" in html
+    assert "order confirmation email" in html
+    assert f'href="{reverse("login")}?next=' in html
+    assert f'href="{reverse("signup")}?next=' in html
+    assert "No guest orders from this browser yet." in html
+
+    order_id = guest_checkout(client, {"MUG-1": 1})
+    html = client.get(reverse("orders:order_list")).content.decode()
+    assert reverse("orders:order_detail", args=[order_id]) in html
+    assert f"Order {str(order_id)[:8].upper()}" in html
+    # Another browser (session) sees none of them.
+    assert str(order_id) not in Client().get(reverse("orders:order_list")).content.decode()
 
 
 def order_ref(order: Order) -> str:
