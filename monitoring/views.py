@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 from core.errors import ApplicationError
 from integrations import services as integration_services
 from integrations.models import CircuitState, Delivery, DeliveryState
+from live import services as live
 from monitoring import probes, selectors
 from monitoring.charts import Series, bar_chart, line_chart
 from monitoring.models import ErrorSource
@@ -86,7 +87,9 @@ def ops(request: HttpRequest) -> HttpResponse:
         response["X-Ops-Fragment"] = "1"  # ops.js stops refreshing when a login page comes back
         response["Cache-Control"] = "no-store"
         return response
+    live_stream = live.stream_url(live.OPS)  # before the figures: no change missed
     context = _live_context(request, window) | _lookup_context(request.GET.get("order", ""))
+    context["live_stream"] = live_stream
     response = render(request, "monitoring/ops.html", context)
     response["Cache-Control"] = "no-store"
     return response

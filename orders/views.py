@@ -19,6 +19,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from access.throttling import client_address, rate_limit
+from live import services as live
 from orders import selectors, services
 from orders.cart import Cart
 from orders.domain import (
@@ -185,8 +186,10 @@ def _add_service_errors(form: CheckoutForm, exc: OrderValidationError) -> None:
 
 # --- orders -----------------------------------------------------------------------------------
 def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
+    live_stream = live.stream_url(live.order_channel(order_id))  # before the order: no change missed
     order = _visible_order_or_404(request, order_id)
     context = {
+        "live_stream": live_stream,
         "order": order,
         "events": selectors.order_events(repository=get_order_repository(), order=order),
         "can_cancel": order.status in CUSTOMER_EDITABLE_STATUSES,
