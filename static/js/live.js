@@ -1,8 +1,8 @@
 /* Live status: pages that name a stream (`data-live-stream="URL"` on <main>) learn of changes
  * through server-sent events, without polling.
  *
- * window.cisLive.subscribe(url, onChange) opens an EventSource and calls onChange() on each
- * `change` event. Where EventSource is missing, or the stream keeps failing (a proxy that buffers,
+ * window.cisLive.subscribe(url, onChange, onOpen) opens an EventSource, calls onOpen() each time
+ * it is connected and onChange() on each `change` event. Where EventSource is missing, or the stream keeps failing (a proxy that buffers,
  * a refused stream), it calls onChange() every FALLBACK_SECONDS instead while the tab is visible.
  *
  * On its own, for a page with `[data-live-region]` elements (the order page): on each change it
@@ -17,7 +17,7 @@
   var FALLBACK_SECONDS = 15;
   var FAILURES_BEFORE_FALLBACK = 3;
 
-  function subscribe(url, onChange) {
+  function subscribe(url, onChange, onOpen) {
     var failures = 0;
     var pollTimer = null;
 
@@ -40,6 +40,9 @@
     source.addEventListener("open", function () {
       failures = 0;
       document.documentElement.setAttribute("data-live-mode", "stream");
+      if (onOpen) {
+        onOpen();
+      }
     });
     source.addEventListener("change", function () {
       failures = 0;

@@ -20,9 +20,7 @@
   var BUSY_RETRY_MS = 2000;
   var lastRefresh = 0;
   var changed = false; // a change came while an update was in flight, held back or paused
-  if (streamed) {
-    seconds = Math.max(seconds, SLOW_POLL_SECONDS);
-  }
+
   var status = document.getElementById("ops-refresh-status");
   var toggle = document.getElementById("ops-refresh-toggle");
   var timer = null;
@@ -124,7 +122,7 @@
           "Updated at " +
             new Date().toISOString().slice(11, 19) +
             " UTC; " +
-            (streamed ? "live." : "next in " + seconds + " s.")
+            (seconds >= SLOW_POLL_SECONDS ? "live." : "next in " + seconds + " s.")
         );
       })
       .catch(function () {
@@ -166,7 +164,16 @@
   }
 
   if (streamed) {
-    window.cisLive.subscribe(main.getAttribute("data-live-stream"), onChange);
+    window.cisLive.subscribe(main.getAttribute("data-live-stream"), onChange, function () {
+      // Connected: changes come as they happen; the poll only ages the "… ago" figures.
+      // (A change between the page and the stream is sent at once: the page names its version.)
+      if (seconds < SLOW_POLL_SECONDS) {
+        seconds = SLOW_POLL_SECONDS;
+        if (!inFlight) {
+          schedule();
+        }
+      }
+    });
   }
   schedule();
 })();
