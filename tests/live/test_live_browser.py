@@ -184,3 +184,35 @@ def test_ops_counts_a_new_order_by_itself(page: Page, server: dict[str, Any]) ->
     expect(tile).to_have_text(str(before + 1))
     expect(page.locator("#ops-refresh-status")).to_contain_text("Updated at")
     assert not_reloaded(page)
+
+
+def test_open_streams_hold_no_worker_thread(server: dict[str, Any]) -> None:
+    """More open streams than the two workers have threads (GUNICORN_THREADS=4 each): the shop
+    page and the API still answer, and every stream is still open and says it is one."""
+    import requests
+
+    base = server["base"]
+    session = requests.Session()
+    session.get(f"{base}/accounts/login/", timeout=HANG_SECONDS)
+    login = session.post(
+        f"{base}/accounts/login/",
+        data={
+            "username": DEMO_STAFF_USERNAME,
+            "password": DEMO_STAFF_PASSWORD,
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+        },
+        headers={"Referer": f"{base}/accounts/login/"},
+        timeout=HANG_SECONDS,
+    )
+    assert login.status_code == 200 and login.url == f"{base}/", login.url
+    streams = [session.get(f"{base}/live/ops/", stream=True, timeout=HANG_SECONDS) for _ in range(12)]
+    try:
+        for stream in streams:
+            assert stream.status_code == 200
+            assert stream.headers["Content-Type"] == "text/event-stream"
+            assert next(stream.iter_content(chunk_size=None)).startswith(b"retry: ")
+        assert session.get(f"{base}/", timeout=HANG_SECONDS).status_code == 200
+        assert http("GET", f"{base}/api/products")[0] == 200
+    finally:
+        for stream in streams:
+            stream.close()
