@@ -2,7 +2,8 @@
 
 Everything shown is measured: a ratio or a percentile with nothing behind it reads "no data",
 never an invented figure. `?fragment=1` answers only the live part, which `static/js/ops.js`
-fetches again every 15 seconds. The buttons (retry a dead letter, retry an integration's dead
+fetches again when the page's `ops` stream (live/) says something changed, or every 15 seconds
+without the stream. The buttons (retry a dead letter, retry an integration's dead
 letters, run a probe) are POST forms for staff; each redirects back with a message.
 """
 
