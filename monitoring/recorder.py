@@ -51,6 +51,11 @@ _lock = threading.Lock()
 _buffer: dict[Key, _Sum] = {}
 _flusher: dict[str, object] = {}  # {"pid": int, "thread": Thread}
 _wake = threading.Event()
+_pace = threading.Event()  # never set: the flusher's one-second gathering wait
+# Figures /ops/ shows as live tiles (orders created, paid, failed): flushed within PROMPT_SECONDS
+# rather than MONITORING_FLUSH_SECONDS, then published to /ops/'s stream.
+PROMPT_PREFIX = "orders."
+PROMPT_SECONDS = 1.0
 # Called with each flushed batch, after the database write (CloudWatch metrics hook in here).
 sinks: list = []
 
@@ -72,6 +77,8 @@ def observe(
         flush()
     else:
         _ensure_flusher()
+        if name.startswith(PROMPT_PREFIX):
+            _wake.set()  # /ops/'s order tiles are live: write these out within a second
 
 
 def count(name: str, *, label: str = "", n: int = 1) -> None:
@@ -158,7 +165,10 @@ def _ensure_flusher() -> None:
 
 def _flush_loop() -> None:
     while True:
-        _wake.wait(settings.MONITORING_FLUSH_SECONDS)
+        if _wake.wait(settings.MONITORING_FLUSH_SECONDS):
+            # Woken by an order figure: gather what else comes within a second into the same write
+            # (at most one flush a second however many orders, the database's write lock spared).
+            _pace.wait(min(PROMPT_SECONDS, settings.MONITORING_FLUSH_SECONDS))
         _wake.clear()
         flush()
         close_old_connections()
