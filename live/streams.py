@@ -50,7 +50,7 @@ class Hub:
 
     def __init__(self) -> None:
         self.open: Counter[str] = Counter()
-        self.current: dict[str, str | None] = {}
+        self.current: dict[str, str] = {}
         self.looked = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
