@@ -157,7 +157,12 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<8} {r['rps']:>8.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['errors']:>8}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"settings": vars(args), "results": results}, indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps(
+            {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results}, indent=2
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":
