@@ -45,4 +45,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request as u; host = os.environ.get('DJANGO_ALLOWED_HOSTS', '').split(',')[0].strip().lstrip('*.') or 'localhost'; r = u.urlopen(u.Request('http://127.0.0.1:8000/api/monitoring/health', headers={'Host': host}), timeout=4); sys.exit(0 if r.status == 200 else 1)"]
 
 # The Procfile's web line, exactly (tests/test_deploy.py keeps them the same).
-CMD ["gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
+CMD ["gunicorn", "-c", "config/gunicorn.py", "config.asgi:application"]

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "payments",
     "integrations",
     "monitoring",
+    "live",
 ]
 if not PRODUCTION:
     # The stand-ins (Stripe, SendGrid, Sheets, AWS) and their commands: development and tests
@@ -582,6 +583,14 @@ CLOUDWATCH_NAMESPACE = env.str("CLOUDWATCH_NAMESPACE", default="CIS")
 # Seconds between PutMetricData sends, and between watchtower's batches of log lines.
 CLOUDWATCH_METRICS_SECONDS = env.float("CLOUDWATCH_METRICS_SECONDS", default=60.0)
 CLOUDWATCH_LOGS_SEND_SECONDS = env.float("CLOUDWATCH_LOGS_SEND_SECONDS", default=15.0)
+
+# --- Live status (live/: server-sent events fed by the shared cache) -------------------------
+# How often each web process reads the version tokens of its open streams' channels, how often
+# an idle stream sends a comment (proxies close silent connections), and how long a stream
+# lasts before the browser reconnects (a worker restart or a deploy is never held up for long).
+LIVE_POLL_SECONDS = env.float("LIVE_POLL_SECONDS", default=0.5)
+LIVE_HEARTBEAT_SECONDS = env.float("LIVE_HEARTBEAT_SECONDS", default=15.0)
+LIVE_STREAM_SECONDS = env.float("LIVE_STREAM_SECONDS", default=300.0)
 
 # --- Logging --------------------------------------------------------------------------------
 # JSON lines in production (timestamp, level, logger, message, request_id, order_id,

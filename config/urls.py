@@ -42,6 +42,7 @@ urlpatterns = [
     path("webhooks/stripe", stripe_webhook, name="stripe-webhook"),
     path("accounts/", include("orders.account_urls")),
     path("ops/", include("monitoring.urls")),
+    path("live/", include("live.urls")),  # server-sent events: async views (see config/asgi.py)
     path("metrics", prometheus_metrics, name="prometheus-metrics"),
     path("", include("payments.urls")),  # /orders/<id>/pay/...: before the order pages
     path("", include("orders.urls")),

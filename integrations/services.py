@@ -45,6 +45,7 @@ from integrations.resilience import (
     exclusive,
     shared_cache,
 )
+from live import services as live
 from orders.domain import Actor
 from orders.repositories import OrderRepository, get_order_repository
 
@@ -133,6 +134,8 @@ def outbox_relay(
             )
             new = [row for row in rows if row.idempotency_key not in existing]
             Delivery.objects.bulk_create(new, ignore_conflicts=True)
+            if new:
+                live.publish(live.OPS)
         # After the deliveries are committed, not inside their transaction: the order store may be
         # another database (DynamoDB), and its calls must not hold SQLite's one write lock.
         repository.outbox_mark_relayed(messages)
@@ -397,6 +400,8 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
         ],
     )
     report.outcomes.extend(results)
+    # The orders' pages show their email's state; /ops/ every delivery's.
+    live.publish(live.OPS, *{live.order_channel(d.order_id) for d in claimed})
     _report(claimed, now)
 
 
@@ -565,6 +570,7 @@ def delivery_retry(*, delivery_id: uuid.UUID, actor: Actor) -> Delivery:
         delivery.save()
         logger.info("%s asked to retry delivery %s", actor, delivery.id)
         transaction.on_commit(lambda: request_dispatch([delivery.integration]))
+        live.publish_order(delivery.order_id)
     return delivery
 
 

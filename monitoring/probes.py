@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 
+from live import services as live
 from monitoring import recorder
 from monitoring.models import ErrorSource, ProbeResult
 from monitoring.scrub import scrub
@@ -93,6 +94,7 @@ def probe_run(name: str, *, trigger: str = "command") -> ProbeResult:
         trigger=trigger[:16],
     )
     recorder.observe("probe", latency_ms, label=name)
+    live.publish(live.OPS)  # the probe's card on /ops/
     if not ok:
         logger.warning("Probe of %s failed after %.0f ms: %s", name, latency_ms, error)
         error_record(source=ErrorSource.PROBE, integration=name, error_class=error_class, message=error)

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.locks import shared_lock
+from live import services as live
 from monitoring import context
 from monitoring.models import Alert, ErrorRecord, MetricBucket, ProbeResult
 from monitoring.scrub import scrub
@@ -38,7 +39,7 @@ def error_record(
     """Keep one error for the errors table (secrets and card numbers masked); the order and
     request default to those of the current request or task. None when it could not be kept."""
     try:
-        return ErrorRecord.objects.create(
+        record = ErrorRecord.objects.create(
             source=source,
             error_class=scrub(str(error_class))[:200],
             message=scrub(str(message or ""))[:MESSAGE_LIMIT],
@@ -46,6 +47,8 @@ def error_record(
             order_id=_uuid(order_id or context.get("order_id")),
             request_id=(request_id or context.get("request_id"))[:128],
         )
+        live.publish(live.OPS)  # /ops/ shows its errors table and "last error" at once
+        return record
     except Exception:
         logger.warning("Could not record an error from %s", source, exc_info=True)
         return None
@@ -85,6 +88,7 @@ def alert_raise(*, subject: str, kind: str, message: str) -> Alert | None:
                 recent.last_at = now
                 recent.kinds = {**recent.kinds, kind: recent.kinds.get(kind, 0) + 1}
                 recent.save(update_fields=["occurrences", "last_at", "kinds"])
+                live.publish(live.OPS)
                 return recent
             alert = Alert.objects.create(
                 subject=subject, kind=kind, kinds={kind: 1}, message=message, last_at=now
@@ -93,6 +97,7 @@ def alert_raise(*, subject: str, kind: str, message: str) -> Alert | None:
         logger.exception("Could not store an alert about %s (%s)", subject, kind)
         return None
     logger.error("ALERT %s: %s", subject, message, extra={"event": f"alert.{kind}"})
+    live.publish(live.OPS)
     transaction.on_commit(lambda: alert_publish(alert.id))
     return alert
 

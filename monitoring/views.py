@@ -2,7 +2,8 @@
 
 Everything shown is measured: a ratio or a percentile with nothing behind it reads "no data",
 never an invented figure. `?fragment=1` answers only the live part, which `static/js/ops.js`
-fetches again every 15 seconds. The buttons (retry a dead letter, retry an integration's dead
+fetches again when the page's `ops` stream (live/) says something changed, or every 15 seconds
+without the stream. The buttons (retry a dead letter, retry an integration's dead
 letters, run a probe) are POST forms for staff; each redirects back with a message.
 """
 
@@ -26,6 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 from core.errors import ApplicationError
 from integrations import services as integration_services
 from integrations.models import CircuitState, Delivery, DeliveryState
+from live import services as live
 from monitoring import probes, selectors
 from monitoring.charts import Series, bar_chart, line_chart
 from monitoring.models import ErrorSource
@@ -91,7 +93,9 @@ def ops(request: HttpRequest) -> HttpResponse:
         response["X-Ops-Fragment"] = "1"  # ops.js stops refreshing when a login page comes back
         response["Cache-Control"] = "no-store"
         return response
+    live_stream = live.stream_url(live.OPS)  # before the figures: no change missed
     context = _live_context(request, window) | _lookup_context(request.GET.get("order", ""))
+    context["live_stream"] = live_stream
     response = render(request, "monitoring/ops.html", context)
     response["Cache-Control"] = "no-store"
     return response

@@ -18,6 +18,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from access.throttling import client_address, rate_limit
+from live import services as live
 from orders import selectors, services
 from orders.cart import Cart
 from orders.domain import (
@@ -194,9 +195,11 @@ def _add_service_errors(form: CheckoutForm, exc: OrderValidationError) -> None:
 
 # --- orders -----------------------------------------------------------------------------------
 def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
+    live_stream = live.stream_url(live.order_channel(order_id))  # before the order: no change missed
     order = _visible_order_or_404(request, order_id)
     events = selectors.order_events(repository=get_order_repository(), order=order)
     context = {
+        "live_stream": live_stream,
         "order": order,
         "events": events,
         "history": selectors.order_customer_history(events=events),

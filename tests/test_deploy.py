@@ -185,7 +185,7 @@ def compose_command(service: str) -> str:
 
 def test_procfile_has_the_web_and_worker_commands() -> None:
     commands = procfile_commands()
-    assert commands["web"] == "gunicorn -c config/gunicorn.py config.wsgi"
+    assert commands["web"] == "gunicorn -c config/gunicorn.py config.asgi:application"
     assert commands["worker"] == "python manage.py qcluster"
 
 
@@ -249,7 +249,7 @@ def test_env_example_lists_every_variable_the_settings_read() -> None:
 # --- (e): the image holds the product only ----------------------------------------------------
 # Dev-only and test code the image leaves out (.dockerignore) and the product never imports.
 LEFT_OUT_OF_THE_IMAGE = ("sandbox", "tests", "bench")
-PRODUCT_PACKAGES = ("access", "config", "core", "orders", "payments", "integrations", "monitoring")
+PRODUCT_PACKAGES = ("access", "config", "core", "orders", "payments", "integrations", "monitoring", "live")
 
 # Imports the web process (as the image's CMD does), then its URLconf (every view, API and admin
 # module); any import of a left-out package fails, as it would in the image, where they are absent.
@@ -262,7 +262,7 @@ class LeftOut(importlib.abc.MetaPathFinder):
             raise ImportError(f"{{name}} is not in the image")
         return None
 sys.meta_path.insert(0, LeftOut())
-import config.wsgi
+import config.asgi
 from django.urls import get_resolver
 get_resolver().url_patterns
 from django.conf import settings

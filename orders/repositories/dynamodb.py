@@ -98,6 +98,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.aws import aws_client
+from live import services as live
 from orders.domain import (
     ConcurrentUpdate,
     DuplicateOrder,
@@ -391,6 +392,7 @@ class DynamoDbOrderRepository:
             self._transact(actions, token=_request_token(order.id, order.version, actions))
         except _Cancelled as exc:
             raise DuplicateOrder(f"Order {order.id} or its idempotency key is already stored.") from exc
+        live.publish_order(order.id)  # the order page and /ops/ look again
         order.pending_events.clear()
 
     def save(self, order: Order, *, outbox: Sequence[OutboxMessage] = ()) -> None:
@@ -410,6 +412,7 @@ class DynamoDbOrderRepository:
             if reason.get("Code") == "ConditionalCheckFailed" and "Item" not in reason:
                 raise OrderNotFound(order.id) from exc
             raise ConcurrentUpdate(order.id, order.version) from exc
+        live.publish_order(order.id)  # the order page and /ops/ look again
         order.version = new_version
         order.pending_events.clear()
 

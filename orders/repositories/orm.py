@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 
+from live import services as live
 from orders import models
 from orders.domain import (
     ConcurrentUpdate,
@@ -52,6 +53,7 @@ class DjangoOrderRepository:
                 for position, line in enumerate(order.lines, start=1)
             )
             self._write_events_and_outbox(order, outbox)
+        live.publish_order(order.id)  # once committed: the order page and /ops/ look again
         order.pending_events.clear()
 
     def save(self, order: Order, *, outbox: Sequence[OutboxMessage] = ()) -> None:
@@ -66,6 +68,7 @@ class DjangoOrderRepository:
                     raise ConcurrentUpdate(order.id, order.version)
                 raise OrderNotFound(order.id)
             self._write_events_and_outbox(order, outbox)
+        live.publish_order(order.id)  # once committed: the order page and /ops/ look again
         order.version += 1
         order.pending_events.clear()
 

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from live import services as live
 from orders import services as order_services
 from orders.domain import Actor, EventType, Order, OrderStatus
 from orders.repositories import OrderRepository, get_order_repository
@@ -308,6 +309,7 @@ def payment_apply_intent(
             new_status = _judge_success(repository, payment, intent)
         payment.status = new_status
         payment.save()
+        live.publish_order(payment.order_id)  # the attempt settled: the order page looks again
         if new_status in {PaymentStatus.REVIEW, PaymentStatus.REVERSED}:
             _set_aside(repository, payment, actor)
         else:

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Sum
 
+from live import services as live
 from orders import services as order_services
 from orders.domain import CORRECTIONS, Actor, EventType, OrderStatus, can_transition
 from orders.repositories import OrderRepository, get_order_repository
@@ -75,6 +76,7 @@ def payment_refund(
             actor=str(actor),
             requested_by=requested_by,
         )
+        live.publish_order(order_id)
     return _refund_at_provider(refund, payment, gateway=gateway, actor=actor, repository=repository)
 
 
@@ -142,6 +144,7 @@ def refund_apply(
         refund.status = after
         refund.failure_message = (result.error_message or result.error_code)[:500]
         refund.save()
+        live.publish_order(refund.payment.order_id)  # a refund landed (or failed): the page looks again
         payment = refund.payment
         event_data = {
             "refund_id": str(refund.id),

@@ -1,7 +1,10 @@
-/* The operators' page refreshes its live part: every few seconds it fetches `?fragment=1` and
- * puts the answer in #ops-live. It waits while the tab is hidden, while someone is typing or has
- * focus inside the live part (a button about to be pressed), and after "Pause updates". It stops
- * when the answer is not the fragment (the session ended: a login page came back). */
+/* The operators' page refreshes its live part: it fetches `?fragment=1` and puts the answer in
+ * #ops-live when the `ops` stream (live.js, server-sent events) says something changed, at most
+ * once a second, and every SLOW_POLL_SECONDS anyway (the "… ago" figures age); without the stream
+ * (no EventSource, or it keeps failing) live.js calls it every 15 s instead. It waits while the
+ * tab is hidden, while someone is typing or has focus inside the live part (a button about to be
+ * pressed), and after "Pause updates". It stops when the answer is not the fragment (the session
+ * ended: a login page came back). */
 (function () {
   "use strict";
 
@@ -10,6 +13,14 @@
     return;
   }
   var seconds = parseInt(live.getAttribute("data-refresh-seconds"), 10) || 15;
+  var main = document.querySelector("main[data-live-stream]");
+  var streamed = !!(main && window.cisLive);
+  var SLOW_POLL_SECONDS = 60;
+  var MIN_GAP_MS = 1000; // a burst of changes (a batch of deliveries) is one refresh
+  var BUSY_RETRY_MS = 2000;
+  var lastRefresh = 0;
+  var changed = false; // a change came while an update was in flight, held back or paused
+
   var status = document.getElementById("ops-refresh-status");
   var toggle = document.getElementById("ops-refresh-toggle");
   var timer = null;
@@ -42,11 +53,19 @@
     return url.toString();
   }
 
-  function schedule() {
+  function schedule(delayMs) {
     window.clearTimeout(timer);
     if (!stopped && !paused && !document.hidden) {
-      timer = window.setTimeout(refresh, seconds * 1000);
+      timer = window.setTimeout(refresh, delayMs === undefined ? seconds * 1000 : delayMs);
     }
+  }
+
+  function onChange() {
+    changed = true;
+    if (stopped || paused || document.hidden || inFlight) {
+      return; // resuming, showing the tab or the update in flight looks again
+    }
+    schedule(Math.max(0, lastRefresh + MIN_GAP_MS - Date.now()));
   }
 
   function refresh() {
@@ -55,10 +74,12 @@
     }
     if (busy()) {
       say("Update waiting while you type or use a control…");
-      schedule();
+      schedule(changed ? BUSY_RETRY_MS : undefined);
       return;
     }
     inFlight = true;
+    changed = false;
+    lastRefresh = Date.now();
     fetch(fragmentUrl(), {
       credentials: "same-origin",
       cache: "no-store",
@@ -81,6 +102,7 @@
           return;
         }
         if (busy()) {
+          changed = true;
           say("Update waiting while you type or use a control…");
           return;
         }
@@ -96,14 +118,26 @@
           }
         });
         live.setAttribute("data-updated", String(Date.now()));
-        say("Updated at " + new Date().toISOString().slice(11, 19) + " UTC; next in " + seconds + " s.");
+        say(
+          "Updated at " +
+            new Date().toISOString().slice(11, 19) +
+            " UTC; " +
+            (seconds >= SLOW_POLL_SECONDS ? "live." : "next in " + seconds + " s.")
+        );
       })
       .catch(function () {
         say("The last update failed (no answer); trying again in " + seconds + " s.");
       })
       .then(function () {
         inFlight = false;
-        schedule();
+        if (stopped) {
+          return;
+        }
+        if (changed) {
+          schedule(busy() ? BUSY_RETRY_MS : MIN_GAP_MS);
+        } else {
+          schedule();
+        }
       });
   }
 
@@ -129,5 +163,17 @@
     });
   }
 
+  if (streamed) {
+    window.cisLive.subscribe(main.getAttribute("data-live-stream"), onChange, function () {
+      // Connected: changes come as they happen; the poll only ages the "… ago" figures.
+      // (A change between the page and the stream is sent at once: the page names its version.)
+      if (seconds < SLOW_POLL_SECONDS) {
+        seconds = SLOW_POLL_SECONDS;
+        if (!inFlight) {
+          schedule();
+        }
+      }
+    });
+  }
   schedule();
 })();
