@@ -62,6 +62,10 @@ CORRECTIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PARTIALLY_REFUNDED: frozenset({OrderStatus.PAID}),
 }
 
+# Statuses that follow money through the payment services (a payment settling, a refund
+# landing): never a bare status edit, in the admin or the API.
+MONEY_STATUSES = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED})
+
 # Orders whose stock is still held for them; leaving these for `cancelled` releases it.
 STOCK_HOLDING_STATUSES = frozenset({OrderStatus.PENDING_PAYMENT, OrderStatus.PAYMENT_FAILED})
 # Orders the customer may still edit (address, notes) or cancel.
@@ -193,6 +197,20 @@ class StatusChangeNotAllowed(OrderError):
 
     def __init__(self) -> None:
         super().__init__("Only staff may change an order's status.")
+
+
+class StatusFollowsMoney(OrderError):
+    """Paid, partially refunded and refunded follow money; they are never set by hand."""
+
+    http_status = 409
+    code = "status_follows_money"
+
+    def __init__(self, to_status: OrderStatus) -> None:
+        super().__init__(
+            f"An order becomes {to_status} only when money moves: pay it through the payments "
+            "API or refund it through the refunds API."
+        )
+        self.to_status = to_status
 
 
 class HoldLimitExceeded(OrderError):

@@ -28,6 +28,7 @@ from django.utils.module_loading import import_string
 from core.locks import shared_lock
 from orders.domain import (
     CUSTOMER_EDITABLE_STATUSES,
+    MONEY_STATUSES,
     NOTIFIED_STATUSES,
     STOCK_HOLDING_STATUSES,
     Actor,
@@ -48,6 +49,7 @@ from orders.domain import (
     OutboxMessage,
     ShippingAddress,
     StatusChangeNotAllowed,
+    StatusFollowsMoney,
     can_transition,
     utcnow,
 )
@@ -293,6 +295,8 @@ def order_patch(
         wanted = status if status is not None else order.status
         if wanted != order.status and not can_transition(order.status, wanted):
             raise IllegalTransition(order.status, wanted)
+        if wanted != order.status and wanted in MONEY_STATUSES:
+            raise StatusFollowsMoney(wanted)
         changed = _edit(order, actor=actor, shipping_address=shipping_address, notes=notes)
         if text is not None:
             changed = _add_note(order, actor=actor, text=text) or changed

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from orders import services
 from orders.domain import EventType, Order, OrderQuery, OrderStatus
 from orders.models import Product
 from orders.repositories import OrderRepository
@@ -42,6 +43,13 @@ def error(response: Any, status: int, code: str) -> dict[str, Any]:
 
 def stock(sku: str = "MUG-1") -> int:
     return Product.objects.get(sku=sku).stock
+
+
+def mark_paid(repository: OrderRepository, order: Order, staff: Any) -> None:
+    """As the payment services do when a payment settles: the API never sets paid by hand."""
+    services.order_transition(
+        repository=repository, order_id=order.id, to_status=OrderStatus.PAID, actor=services.actor_for(staff)
+    )
 
 
 def stored_ids(repository: OrderRepository) -> list[str]:
@@ -336,13 +344,12 @@ class TestPatch:
         assert body["message"] == "Only staff may change an order's status."
         assert repository.get(order.id).status == OrderStatus.PENDING_PAYMENT
 
-    def test_staff_apply_legal_transitions(self, api_as: Callable, staff: Any, place: Callable) -> None:
+    def test_staff_apply_legal_transitions(
+        self, api_as: Callable, staff: Any, place: Callable, repository: OrderRepository
+    ) -> None:
         order = place()
+        mark_paid(repository, order, staff)
         client = api_as(staff)
-        assert (
-            client.patch(f"/api/orders/{order.id}", {"status": "paid"}, format="json").json()["status"]
-            == "paid"
-        )
         body = client.patch(f"/api/orders/{order.id}", {"status": "fulfilled"}, format="json").json()
         assert body["status"] == "fulfilled"
         assert [(e["from_status"], e["to_status"]) for e in body["events"][1:]] == [
@@ -350,6 +357,22 @@ class TestPatch:
             ("paid", "fulfilled"),
         ]
         assert body["events"][-1]["actor"] == f"staff:{staff.pk}"
+
+    @pytest.mark.parametrize("status", ["paid", "partially_refunded", "refunded"])
+    def test_statuses_that_follow_money_are_no_bare_edits(
+        self, status: str, api_as: Callable, staff: Any, place: Callable, repository: OrderRepository
+    ) -> None:
+        order = place()
+        if status != "paid":
+            mark_paid(repository, order, staff)
+        before = repository.get(order.id)
+        response = api_as(staff).patch(
+            f"/api/orders/{order.id}", {"status": status, "notes": "should not stick"}, format="json"
+        )
+        body = error(response, 409, "status_follows_money")
+        assert body["message"].startswith(f"An order becomes {status} only when money moves")
+        stored = repository.get(order.id)
+        assert (stored.status, stored.notes, stored.version) == (before.status, "", before.version)
 
     def test_an_illegal_transition_is_a_409_and_changes_nothing(
         self, api_as: Callable, staff: Any, place: Callable, repository: OrderRepository
@@ -365,10 +388,10 @@ class TestPatch:
         assert [e.type for e in repository.events(order.id)] == [EventType.CREATED]
 
     def test_customers_cannot_edit_a_paid_order(
-        self, api_as: Callable, customer: Any, staff: Any, place: Callable
+        self, api_as: Callable, customer: Any, staff: Any, place: Callable, repository: OrderRepository
     ) -> None:
         order = place(customer=customer)
-        api_as(staff).patch(f"/api/orders/{order.id}", {"status": "paid"}, format="json")
+        mark_paid(repository, order, staff)
         error(
             api_as(customer).patch(f"/api/orders/{order.id}", {"notes": "x"}, format="json"),
             409,
