@@ -167,7 +167,8 @@ class TestPaymentIntentEvents:
         assert repository.get(order.id).status == OrderStatus.PAID
         assert transitions(repository, order) == [("pending_payment", "paid")]
         assert result_of(events[1]) in {WebhookResult.PROCESSED, WebhookResult.STALE}
-        assert result_of(events[2]) == WebhookResult.UNHANDLED
+        assert result_of(events[2]) == WebhookResult.PROCESSED  # the card that paid
+        assert (payment.card_brand, payment.card_last4) == ("visa", "4242")
 
     def test_payment_failed_and_charge_failed_racing_the_decline(
         self, storm: Callable, gateway: PaymentGateway, order: Order, repository: OrderRepository
