@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from live import services as live
 from orders.domain import Actor
+from orders.money import format_money
 from orders.repositories import get_order_repository
 from payments.gateways.base import (
     ChargeResult,
@@ -321,9 +322,12 @@ def _record_outside_refund(result: RefundResult) -> tuple[Refund | None, bool]:
             ).aggregate(total=Sum("amount_minor"))["total"]
             left = max(0, payment.amount_received_minor - int(known or 0))
             if amount > left:
+                currency = payment.currency  # staff read the flag: money, not minor units
                 flag = (
-                    f"Stripe reported a refund of {amount} ({payment.currency}, minor units), but only {left}"
-                    f" of the {payment.amount_received_minor} received was left: {amount - left} not counted."
+                    f"Stripe reported a refund of {format_money(amount, currency)}, but only"
+                    f" {format_money(left, currency)} of the"
+                    f" {format_money(payment.amount_received_minor, currency)} received was left:"
+                    f" {format_money(amount - left, currency)} not counted."
                 )
                 _alert(
                     "Refund %s of order %s exceeds what was paid: %s",
