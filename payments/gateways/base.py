@@ -106,6 +106,9 @@ class ChargeResult:
     amount_refunded_minor: int
     currency: str
     metadata: dict[str, str] = field(default_factory=dict)
+    # The card charged (payment_method_details.card, which a Charge always carries): "visa", "4242".
+    card_brand: str = ""
+    card_last4: str = ""
 
 
 @dataclass(frozen=True, slots=True)

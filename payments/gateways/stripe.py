@@ -138,6 +138,7 @@ def _refund_result(data: dict[str, Any], *, intent_id: str = "") -> RefundResult
 
 
 def _charge_result(data: dict[str, Any]) -> ChargeResult:
+    card = _card(data)
     return ChargeResult(
         charge_id=data["id"],
         intent_id=_id(data.get("payment_intent")),
@@ -146,6 +147,8 @@ def _charge_result(data: dict[str, Any]) -> ChargeResult:
         amount_refunded_minor=int(data.get("amount_refunded") or 0),
         currency=str(data["currency"]).upper(),
         metadata=_metadata(data),
+        card_brand=str(card.get("brand") or ""),
+        card_last4=str(card.get("last4") or ""),
     )
 
 

@@ -49,6 +49,7 @@ from payments.services.reconciliation import (
 )
 from payments.services.refunds import REVERSE_ACTOR, payment_refund, payment_reverse, refund_apply
 from payments.services.webhooks import (
+    CHARGE_EVENTS,
     CHARGE_REFUND_EVENTS,
     DISPUTE_EVENTS,
     HANDLED_EVENTS,
@@ -61,6 +62,7 @@ from payments.services.webhooks import (
 )
 
 __all__ = [
+    "CHARGE_EVENTS",
     "CHARGE_REFUND_EVENTS",
     "CONFLICT_CODE",
     "DISPUTE_EVENTS",

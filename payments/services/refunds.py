@@ -16,6 +16,7 @@ from django.db.models import Sum
 from live import services as live
 from orders import services as order_services
 from orders.domain import CORRECTIONS, Actor, EventType, OrderStatus, can_transition
+from orders.money import format_money
 from orders.repositories import OrderRepository, get_order_repository
 from payments.gateways.base import (
     GatewayRequestRefused,
@@ -68,7 +69,8 @@ def payment_refund(
         if amount <= 0:
             raise RefundRefused("A refund must be more than zero." if left else "Nothing is left to refund.")
         if amount > left:
-            raise RefundRefused(f"At most {left} ({payment.currency}, minor units) can still be refunded.")
+            # Staff read this in the admin (a refund raced theirs): money, as the form says it.
+            raise RefundRefused(f"At most {format_money(left, payment.currency)} can still be refunded.")
         refund = Refund.objects.create(
             payment=payment,
             amount_minor=amount,

@@ -1,13 +1,16 @@
 """Stripe's webhook events: stored once, applied in one transaction with their effects.
 
 Intent events go through `payment_apply_intent`, refund events through `refund_apply`; a refund
-made outside the system (the Dashboard) gets a row of its own, and a dispute alerts staff.
+made outside the system (the Dashboard) gets a row of its own, and a dispute alerts staff. The
+card that paid is recorded from `payment_intent.succeeded` (its charge read from Stripe) and from
+`charge.succeeded` (which carries it), for a payment that settles without our confirm call.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
@@ -15,9 +18,17 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
+from live import services as live
 from orders.domain import Actor
+from orders.money import format_money
 from orders.repositories import get_order_repository
-from payments.gateways.base import IntentResult, RefundResult, WebhookEventData, get_payment_gateway
+from payments.gateways.base import (
+    ChargeResult,
+    IntentResult,
+    RefundResult,
+    WebhookEventData,
+    get_payment_gateway,
+)
 from payments.models import (
     Payment,
     PaymentStatus,
@@ -48,8 +59,12 @@ REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed", 
 # Events about a charge's refunds (data.object is the charge, which no longer lists them).
 CHARGE_REFUND_EVENTS = frozenset({"charge.refunded"})
 DISPUTE_EVENTS = frozenset({"charge.dispute.created"})
+# Events about a charge that took the money (data.object is the charge, with the card that paid).
+CHARGE_EVENTS = frozenset({"charge.succeeded"})
 # The event types the endpoint at Stripe must send (README; `manage.py stripe_webhook_endpoint`).
-HANDLED_EVENTS = tuple(sorted(INTENT_EVENTS | REFUND_EVENTS | CHARGE_REFUND_EVENTS | DISPUTE_EVENTS))
+HANDLED_EVENTS = tuple(
+    sorted(INTENT_EVENTS | REFUND_EVENTS | CHARGE_REFUND_EVENTS | DISPUTE_EVENTS | CHARGE_EVENTS)
+)
 
 
 def webhook_receive(*, event: WebhookEventData) -> WebhookEvent:
@@ -101,31 +116,98 @@ def webhook_process(*, event_pk: int, again: bool = False) -> WebhookEvent:
         raise
 
 
-def _fetch_for(stored: WebhookEvent) -> list[RefundResult] | None:
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """What an event needs from Stripe, asked before the transaction opens."""
+
+    refunds: list[RefundResult] | None = None  # a charge.refunded's refunds (None: not ours)
+    intent: IntentResult | None = None  # a payment_intent.succeeded's intent, with its card
+
+
+def _fetch_for(stored: WebhookEvent) -> _Fetched:
     """The refunds a `charge.refunded` event is about, listed at Stripe (the charge no longer
-    carries them); None for any other event, or when the charge is not one of our payments."""
+    carries them), when the charge is one of our payments; the card that paid a succeeded
+    intent; nothing for any other event."""
+    if stored.type == "payment_intent.succeeded":
+        return _Fetched(intent=_intent_with_card(get_payment_gateway().parse_event(stored.payload).intent))
     if stored.type not in CHARGE_REFUND_EVENTS:
-        return None
+        return _Fetched()
     event = get_payment_gateway().parse_event(stored.payload)
     if event.charge is None or not event.charge.intent_id:
-        return None
+        return _Fetched()
     if not Payment.objects.filter(intent_id=event.charge.intent_id).exists():
+        return _Fetched()
+    return _Fetched(refunds=get_payment_gateway().find_refunds(intent_id=event.charge.intent_id))
+
+
+def _intent_with_card(intent: IntentResult | None) -> IntentResult | None:
+    """A succeeded intent, as an event reports it, with the card that paid; None when there is
+    nothing to add. The event names the intent's latest charge by id only (a webhook cannot
+    expand it), so the card is read from Stripe, once: only for a payment of ours whose card is
+    not known yet (a repeat delivery or a replay asks nothing). A lookup that fails leaves the
+    card blank and is logged; the event is applied all the same."""
+    if intent is None or not intent.succeeded or not intent.intent_id or intent.card_last4:
         return None
-    return get_payment_gateway().find_refunds(intent_id=event.charge.intent_id)
+    payment = _payment_of(intent_id=intent.intent_id, metadata=intent.metadata)
+    if payment is None or payment.card_last4:
+        return None
+    try:
+        found = get_payment_gateway().retrieve_intent(intent.intent_id)
+    except Exception as exc:  # noqa: BLE001 - the card is a nicety: the payment settles without it
+        found, failure = None, f"{type(exc).__name__}: {exc}"
+    else:
+        failure = ""
+        if intent.charge_id and found.charge_id != intent.charge_id:
+            failure = f"Stripe names charge {found.charge_id or '(none)'}, the event {intent.charge_id}"
+        elif not found.card_last4:
+            failure = f"charge {found.charge_id or '(none)'} names no card"
+    if failure or found is None:
+        logger.warning(
+            "The card that paid %s (order %s) is not known: %s",
+            intent.intent_id,
+            payment.order_id,
+            failure,
+            extra={
+                "event": "payment.card_unknown",
+                "order_id": payment.order_id,
+                "error_class": "CardLookup",
+            },
+        )
+        return None
+    return replace(intent, card_brand=found.card_brand, card_last4=found.card_last4)
 
 
-def _dispatch(stored: WebhookEvent, fetched: list[RefundResult] | None = None) -> str:
+def _payment_of(*, intent_id: str, metadata: dict[str, str]) -> Payment | None:
+    """Our payment an intent is about, by its id or, if it has not learnt it, by our metadata."""
+    payment = Payment.objects.filter(intent_id=intent_id).first()
+    if payment is not None:
+        return payment
+    try:
+        order_id = uuid.UUID(metadata.get("order_id", ""))
+    except ValueError:
+        return None
+    attempt = metadata.get("attempt", "")
+    if not attempt.isdigit():
+        return None
+    candidate = Payment.objects.filter(order_id=order_id, attempt=int(attempt)).first()
+    return candidate if candidate is not None and not candidate.intent_id else None
+
+
+def _dispatch(stored: WebhookEvent, fetched: _Fetched | None = None) -> str:
+    fetched = fetched or _Fetched()
     event = get_payment_gateway().parse_event(stored.payload)
     if stored.type in INTENT_EVENTS and event.intent is not None:
-        return _dispatch_intent(event.intent, created=stored.created)
+        return _dispatch_intent(fetched.intent or event.intent, created=stored.created)
     if stored.type in REFUND_EVENTS and event.refund is not None:
         return _apply_refund_report(event.refund)
     if stored.type in CHARGE_REFUND_EVENTS and event.charge is not None:
         # The charge says only how much is refunded in all; its refunds are listed at Stripe.
-        if fetched is None:
+        if fetched.refunds is None:
             return WebhookResult.UNKNOWN_PAYMENT
-        results = {_apply_refund_report(r) for r in fetched}
+        results = {_apply_refund_report(r) for r in fetched.refunds}
         return WebhookResult.FLAGGED if WebhookResult.FLAGGED in results else WebhookResult.PROCESSED
+    if stored.type in CHARGE_EVENTS and event.charge is not None:
+        return _record_card(event.charge)
     if stored.type in DISPUTE_EVENTS and event.payload["data"]["object"].get("object") == "dispute":
         return _dispute_opened(event.payload["data"]["object"])
     return WebhookResult.UNHANDLED
@@ -141,6 +223,25 @@ def _dispatch_intent(intent: IntentResult, *, created: int) -> str:
         payment_id=payment.id, intent=intent, actor=WEBHOOK_ACTOR, event_created=created
     )
     return WebhookResult.STALE if applied.stale else WebhookResult.PROCESSED
+
+
+def _record_card(charge: ChargeResult) -> str:
+    """The card a succeeded charge was paid with, on its payment if it has none yet (the first
+    card recorded stands: a repeat changes nothing). The payment's status is the intent events'."""
+    if charge.status != "succeeded" or not charge.intent_id:
+        return WebhookResult.UNHANDLED
+    # By the intent's id, or by our metadata (which a charge made by an intent carries) when the
+    # attempt has not learnt its intent's id yet: this event may come before the intent's own.
+    found = _payment_of(intent_id=charge.intent_id, metadata=charge.metadata)
+    payment = Payment.objects.select_for_update().filter(id=found.id).first() if found else None
+    if payment is None:
+        return WebhookResult.UNKNOWN_PAYMENT
+    if charge.card_last4 and not payment.card_last4:
+        payment.card_brand = charge.card_brand[:30]
+        payment.card_last4 = charge.card_last4[:4]
+        payment.save(update_fields=["card_brand", "card_last4", "updated_at"])
+        live.publish_order(payment.order_id)  # "Paid by card" becomes "Visa ending in 4242"
+    return WebhookResult.PROCESSED
 
 
 def _payment_by_metadata(intent: IntentResult) -> Payment | None:
@@ -221,9 +322,12 @@ def _record_outside_refund(result: RefundResult) -> tuple[Refund | None, bool]:
             ).aggregate(total=Sum("amount_minor"))["total"]
             left = max(0, payment.amount_received_minor - int(known or 0))
             if amount > left:
+                currency = payment.currency  # staff read the flag: money, not minor units
                 flag = (
-                    f"Stripe reported a refund of {amount} ({payment.currency}, minor units), but only {left}"
-                    f" of the {payment.amount_received_minor} received was left: {amount - left} not counted."
+                    f"Stripe reported a refund of {format_money(amount, currency)}, but only"
+                    f" {format_money(left, currency)} of the"
+                    f" {format_money(payment.amount_received_minor, currency)} received was left:"
+                    f" {format_money(amount - left, currency)} not counted."
                 )
                 _alert(
                     "Refund %s of order %s exceeds what was paid: %s",
