@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -20,7 +20,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from integrations import services
-from integrations.models import CircuitEvent, Delivery, DeliveryState
+from integrations.models import CLAIMABLE_STATES, CircuitEvent, Delivery, DeliveryState
 from orders import services as order_services
 from orders.admin.registry import (
     OrderAdminAction,
@@ -43,7 +43,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         "event_type",
         "order_link",
         "state",
-        "attempts",
+        "attempts_total",
         "last_error_short",
         "next_attempt",
         "external_id_short",
@@ -54,7 +54,15 @@ class DeliveryAdmin(admin.ModelAdmin):
     actions = ["retry", "retry_all_matching"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [field.name for field in Delivery._meta.fields]
+        return [field.name for field in Delivery._meta.fields] + list(COMPUTED_FIELDS)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # The model's fields in their order, each computed one shown beside the fields it sums up.
+        fields: list[str] = []
+        for field in Delivery._meta.fields:
+            fields += [name for name, before in COMPUTED_FIELDS.items() if before == field.name]
+            fields.append(field.name)
+        return fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -72,6 +80,9 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="Next attempt", ordering="next_attempt_at")
     def next_attempt(self, delivery: Delivery) -> SafeString | str:
+        # Only a delivery a dispatcher may still claim has a next attempt (not a dead or sent one).
+        if delivery.state not in CLAIMABLE_STATES:
+            return "—"
         return compact_time(delivery.next_attempt_at)
 
     @admin.display(description="Order", ordering="order_id")
@@ -83,11 +94,21 @@ class DeliveryAdmin(admin.ModelAdmin):
             order_reference(delivery.order_id),
         )
 
-    @admin.display(description="Last error")
+    @admin.display(description="Attempts", ordering=F("attempts") + F("earlier_attempts"))
+    def attempts_total(self, delivery: Delivery) -> SafeString | str:
+        return attempts_cell(delivery)
+
+    @admin.display(description="Total attempts")
+    def total_attempts_detail(self, delivery: Delivery) -> str:
+        return attempts_in_words(delivery)
+
+    @admin.display(description="Last error", ordering="last_error_at")
     def last_error_short(self, delivery: Delivery) -> SafeString | str:
-        if not delivery.last_error_class:
-            return ""
-        return short(f"{delivery.last_error_class}: {delivery.last_error_message}")
+        return last_error_cell(delivery)
+
+    @admin.display(description="Last error is")
+    def last_error_status(self, delivery: Delivery) -> str:
+        return last_error_standing(delivery)
 
     @admin.display(description="External id", ordering="external_id")
     def external_id_short(self, delivery: Delivery) -> SafeString | str:
@@ -157,9 +178,70 @@ def compact_time(moment: datetime | None) -> SafeString | str:
     return format_html(
         '<time datetime="{}" title="{}">{}</time>',
         local.isoformat(),
-        local.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        full_time(moment),
         local.strftime("%m-%d %H:%M"),
     )
+
+
+# The change page's computed fields, each shown just before the model field named here.
+COMPUTED_FIELDS = {"total_attempts_detail": "attempts", "last_error_status": "last_error_at"}
+
+
+def attempts_in_words(delivery: Delivery) -> str:
+    """Every attempt, and how they split when staff asked for a retry: "5 (2 since staff retried
+    it at 2026-12-01 16:02:05 UTC, 3 before)", or "3"."""
+    total = delivery.total_attempts
+    if not delivery.earlier_attempts and delivery.retried_at is None:
+        return str(total)
+    since = f"since staff retried it at {full_time(delivery.retried_at)}" if delivery.retried_at else "now"
+    return f"{total} ({delivery.attempts} {since}, {delivery.earlier_attempts} before)"
+
+
+def attempts_cell(delivery: Delivery) -> SafeString | str:
+    """The total attempts for the list; the split between series, when there are two, in a title."""
+    if not delivery.earlier_attempts and delivery.retried_at is None:
+        return str(delivery.total_attempts)
+    return format_html(
+        '<span class="attempts-split" title="{}">{}</span>',
+        attempts_in_words(delivery),
+        delivery.total_attempts,
+    )
+
+
+def error_is_history(delivery: Delivery) -> bool:
+    """The last failure came before the delivery succeeded: history, not its state now."""
+    return delivery.state == DeliveryState.SUCCEEDED and bool(delivery.last_error_class)
+
+
+def last_error_standing(delivery: Delivery) -> str:
+    """Whether the last error is what is true now, in words, for the change page."""
+    if not delivery.last_error_class:
+        return "—"
+    if error_is_history(delivery):
+        return f"History: it came before it was delivered (at {full_time(delivery.succeeded_at)})."
+    return f"Current: the delivery is {DeliveryState(delivery.state).label.lower()}."
+
+
+def last_error_cell(delivery: Delivery, limit: int = SHORT_TEXT) -> SafeString | str:
+    """The last error for a narrow column: when it happened (and, once the delivery has
+    succeeded, under it that it came before), then the error cut short, whole in its title."""
+    if not delivery.last_error_class:
+        return ""
+    history = error_is_history(delivery)
+    return format_html(
+        '<div class="error-when{}">{}{}</div>{}',
+        " error-history" if history else "",
+        compact_time(delivery.last_error_at),
+        format_html('<span class="history-mark">{}</span>', "before it was delivered") if history else "",
+        short(f"{delivery.last_error_class}: {delivery.last_error_message}", limit),
+    )
+
+
+def full_time(moment: datetime | None) -> str:
+    """A whole time in the site's time zone: "2026-12-01 16:02:05 UTC"."""
+    if moment is None:
+        return "—"
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def short(text: str, limit: int = SHORT_TEXT) -> SafeString | str:
@@ -200,9 +282,9 @@ def deliveries_panel(request: HttpRequest, order: Order) -> SafeString:
                 d.event_type,
                 d.order_version,
                 d.state,
-                d.attempts,
+                attempts_cell(d),
                 d.external_id or "",
-                short(f"{d.last_error_class}: {d.last_error_message}", 200) if d.last_error_class else "",
+                last_error_cell(d, 200),
             )
             for d in rows
         ),

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from integrations import services
 from integrations.adapters.base import DeliveryError
@@ -99,6 +100,61 @@ def test_the_ledger_shows_short_references_and_cuts_long_errors(admin_client: Cl
     assert f'title="{dead.id}">{dead.reference}</a>' in html
     assert f'<span class="truncate" title="HTTPError: {long_error}">HTTPError: {"x" * 68}…</span>' in html
     assert "css/admin-order.css" in html
+
+
+def delivered_after_a_retry(dead: Order, admin_client: Client) -> Delivery:
+    """The dead email retried by staff in the admin, then delivered: 1 attempt before, 1 since."""
+    email = Delivery.objects.get(integration="email", order_id=dead.id)
+    admin_client.post(
+        "/admin/integrations/delivery/", {"action": "retry", "_selected_action": [str(email.id)]}
+    )
+    services.deliveries_dispatch(integration="email", adapter=FakeAdapter(name="email"))
+    email.refresh_from_db()
+    assert (email.state, email.attempts, email.earlier_attempts) == (DeliveryState.SUCCEEDED, 1, 1)
+    return email
+
+
+def test_the_ledger_shows_total_attempts_and_when_the_last_error_happened(
+    admin_client: Client, dead: Order
+) -> None:
+    sns = Delivery.objects.get(integration="sns", order_id=dead.id)
+    assert sns.last_error_at is not None
+    email = delivered_after_a_retry(dead, admin_client)
+    ledger = admin_client.get("/admin/integrations/delivery/")
+    assert ledger.status_code == 200
+    html = ledger.content.decode()
+    # The total, with its split between the two series in the title.
+    retried = timezone.localtime(email.retried_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+    assert (
+        f'<span class="attempts-split" title="2 (1 since staff retried it at {retried}, 1 before)">2</span>'
+        in html
+    )
+    # A dead letter's last error is current: its time, no history mark.
+    failed = timezone.localtime(sns.last_error_at)
+    assert f'<div class="error-when"><time datetime="{failed.isoformat()}"' in html
+    # The delivered email's last error is history, said so.
+    assert html.count("before it was delivered") == 1
+    assert '<div class="error-when error-history">' in html
+    # Sorting by either column is no error.
+    for column in (6, 7):
+        assert admin_client.get("/admin/integrations/delivery/", {"o": str(column)}).status_code == 200
+
+    change = admin_client.get(f"/admin/integrations/delivery/{email.id}/change/").content.decode()
+    assert "Total attempts" in change and f"2 (1 since staff retried it at {retried}, 1 before)" in change
+    delivered = timezone.localtime(email.succeeded_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+    assert f"History: it came before it was delivered (at {delivered})." in change
+    dead_change = admin_client.get(f"/admin/integrations/delivery/{sns.id}/change/").content.decode()
+    assert "Current: the delivery is dead." in dead_change
+
+
+def test_the_order_page_marks_a_delivered_emails_last_error_as_history(
+    admin_client: Client, dead: Order
+) -> None:
+    delivered_after_a_retry(dead, admin_client)
+    page = admin_client.get(f"/admin/orders/order/{dead.id}/change/").content.decode()
+    deliveries = page.split('id="panel-deliveries"', 1)[1].split("</table>", 1)[0]
+    assert deliveries.count("before it was delivered") == 1
+    assert 'title="2 (1 since staff retried it at' in deliveries
 
 
 def test_the_order_page_shows_deliveries_and_resends_the_email(admin_client: Client, dead: Order) -> None:

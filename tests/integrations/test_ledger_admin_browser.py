@@ -1,6 +1,7 @@
 """The admin's long lists stay readable at 1280 px wide, in a real browser (headless Chromium):
 the order list and the delivery ledger show each order's short reference on one line, and the
-ledger's last-error column is on screen, its long text cut with the whole of it in a title.
+ledger's last-error column is on screen (when above what, "before it was delivered" once
+the delivery succeeded), its long text cut with the whole of it in a title.
 
 Needs Debian's `chromium` at /usr/bin/chromium (`make test` installs it when it can).
 """
@@ -80,6 +81,12 @@ def test_the_order_list_and_the_ledger_fit_1280_pixels(
         integration="email", adapter=FakeAdapter(name="email", script=[LONG_ERROR] * 3)
     )
     assert Delivery.objects.filter(integration="email", state="dead").count() == 3
+    # One retried by staff and then delivered: its last error is history, its attempts two series.
+    retried = Delivery.objects.get(integration="email", order_id=orders[0].id)
+    services.delivery_retry(delivery_id=retried.id, actor=Actor.system("t"))
+    services.deliveries_dispatch(integration="email", adapter=FakeAdapter(name="email"))
+    retried.refresh_from_db()
+    assert (retried.state, retried.total_attempts) == ("succeeded", 2)
 
     base = live_server.url
     page.goto(f"{base}/admin/login/?next=/admin/orders/order/")
@@ -101,6 +108,19 @@ def test_the_order_list_and_the_ledger_fit_1280_pixels(
     error = page.locator("td.field-last_error_short .truncate").first
     expect(error).to_have_attribute("title", re.compile(rf"^HTTPError: .*{re.escape(LONG_ERROR.message)}$"))
     expect(error).to_have_text(re.compile(r"…$"))
+    assert right_edge(page, "td.field-last_error_short") <= WIDTH
+    assert right_edge(page, "#result_list thead th:last-child") <= WIDTH
+    assert fits_the_width(page)
+    expect(page.locator("td.field-last_error_short .error-when").first).to_have_text(
+        re.compile(r"^\d\d-\d\d \d\d:\d\d$")
+    )
+
+    # The whole ledger, with the delivered one: its last error marked as history, still in the width.
+    page.goto(f"{base}/admin/integrations/delivery/?integration__exact=email")
+    history = page.locator("td.field-last_error_short .error-history")
+    expect(history).to_have_count(1)
+    expect(history).to_contain_text("before it was delivered")
+    expect(page.locator("td.field-attempts_total .attempts-split")).to_have_text("2")
     assert right_edge(page, "td.field-last_error_short") <= WIDTH
     assert right_edge(page, "#result_list thead th:last-child") <= WIDTH
     assert fits_the_width(page)

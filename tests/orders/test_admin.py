@@ -11,9 +11,10 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 
 from orders.admin.forms import MoneyField, parse_money
-from orders.domain import EventType, Order, OrderStatus
+from orders.domain import Actor, EventType, Order, OrderStatus, ShippingAddress
 from orders.models import OrderEvent, Product
 from orders.repositories import OrderRepository
+from orders.services import order_update
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +56,33 @@ def test_order_page_shows_lines_and_timeline_read_only(
     assert 'name="events-0-type"' not in html  # not editable
     # Orders are placed through the shop or the API, which price them: the admin has no add page.
     assert admin_client.get("/admin/orders/order/add/").status_code == 404
+
+
+def test_the_order_page_writes_the_address_as_a_label_with_the_countrys_name(
+    admin_client: Client, place: Callable[..., Order], repository: OrderRepository
+) -> None:
+    """The shared address include (templates/orders/_address.html): the region and the
+    country's name, not its bare code."""
+    order = place()
+    order_update(
+        repository=repository,
+        order_id=order.id,
+        actor=Actor.system("t"),
+        shipping_address=ShippingAddress(
+            name="Grace Hopper",
+            line1="1 Navy Way",
+            city="Arlington",
+            postal_code="22202",
+            country="US",
+            region="VA",
+        ),
+    )
+    page = admin_client.get(f"/admin/orders/order/{order.id}/change/")
+    assert page.status_code == 200
+    ship_to = page.content.decode().split('id="order-ship-to"', 1)[1].split("</address>", 1)[0]
+    assert '<span class="address-region">VA</span>' in ship_to
+    assert '<span class="address-country">United States</span>' in ship_to
+    assert ">US<" not in ship_to
 
 
 def test_transition_actions_go_through_the_service(
