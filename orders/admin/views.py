@@ -47,6 +47,7 @@ from orders.admin import registry
 from orders.admin.forms import NoteForm, OrderEditForm, OrderFilterForm, OrderSearch, parse_search
 from orders.admin.registry import OrderAdminAction, OrderAdminPage, OrderAdminPanel, error_text
 from orders.domain import (
+    MONEY_STATUSES,
     TRANSITIONS,
     Order,
     OrderError,
@@ -68,9 +69,7 @@ PAGE_SIZE = 50
 TITLE = "Orders"
 VIEW_PERMISSIONS = ("orders.view_order", "orders.change_order")
 CHANGE_PERMISSION = "orders.change_order"
-# Statuses that follow money through the payment services (a payment settling, a refund
-# landing): never offered, nor accepted, as bare status edits, which would move no money.
-MONEY_STATUSES = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED})
+# MONEY_STATUSES (orders.domain) are never offered, nor accepted, as bare status edits here.
 MONEY_STATUS_REFUSED = (
     "Nothing was done: an order becomes {label} only when money moves (a payment settling, a"
     " refund through the payment actions), never by a status change."
