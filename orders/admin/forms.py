@@ -12,6 +12,7 @@ from django import forms
 
 from orders import addresses
 from orders.domain import Order, OrderStatus, ShippingAddress
+from orders.forms import CountryField
 from orders.money import decimal_text, format_money
 
 # The short reference customers see ("90385D94"): the order id's first 8 hex characters.
@@ -154,12 +155,10 @@ class OrderEditForm(forms.Form):
     line2 = forms.CharField(label="Address line 2", max_length=200, required=False)
     city = forms.CharField(max_length=100)
     postal_code = forms.CharField(label="Postal code", max_length=20)
-    country = forms.RegexField(
-        regex=r"^[A-Za-z]{2}$",
-        max_length=2,
-        help_text="Two-letter country code.",
-        error_messages={"invalid": "Use a two-letter country code, such as US or DE."},
-        widget=forms.TextInput({"size": 2}),
+    # The checkout's select of ISO 3166 countries by name: staff never type a code.
+    country = CountryField(
+        choices=lambda: [("", "Choose…"), *addresses.country_choices()],
+        error_messages={"invalid_choice": "Choose a country from the list."},
     )
     region = forms.CharField(label="State / province", max_length=100, required=False)
     notes = forms.CharField(max_length=2000, required=False, widget=forms.Textarea({"rows": 3, "cols": 60}))

@@ -294,6 +294,14 @@ class TestEditing:
         assert messages_of(same) == ["Nothing changed."]
         assert repository.get(order.id).version == 2
 
+    def test_the_country_is_chosen_by_name(self, admin_client: Client, place: Callable[..., Order]) -> None:
+        html = admin_client.get(detail(place())).content.decode()
+        select = html[html.index('<select name="country"') :]
+        select = select[: select.index("</select>")]
+        assert '<option value="GB" selected>United Kingdom</option>' in select
+        assert '<option value="DE">Germany</option>' in select
+        assert 'name="country" maxlength' not in html  # no two-letter box any more
+
     def test_staff_may_edit_a_paid_order(
         self, admin_client: Client, paid: Order, repository: OrderRepository
     ) -> None:
@@ -318,6 +326,7 @@ class TestEditing:
         assert bad.status_code == 200
         errors = bad.context["edit_form"].errors
         assert set(errors) == {"country", "name"}
+        assert errors["country"] == ["Choose a country from the list."]
         assert repository.get(order.id).version == 2  # only the note
 
     def test_adding_a_note(
