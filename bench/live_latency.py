@@ -215,6 +215,10 @@ class Stream:
         with self.lock:
             return next((t for t in self.changes if t > moment), None)
 
+    def changes_after(self, moment: float) -> list[float]:
+        with self.lock:
+            return [t for t in self.changes if t > moment]
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.connection.sock.shutdown(socket.SHUT_RDWR)
@@ -415,6 +419,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 order_page.wait_for_function(STREAMING)
                 order_page.wait_for_function(SAYS, arg=["#status-title .status", "Pending payment"])
                 quiet(streams, args.quiet)  # the order's first token (since=-) has come and gone
+                # Every /ops/ event of step 1 has come by now: the order's commit, then the flush
+                # of the creating worker's order figures (what the tile shows).
+                sample["ops_events_other_ms"] = [
+                    round((t - returned) * 1000, 1)
+                    for p, stream in ops_streams.items()
+                    if p != api_worker
+                    for t in stream.changes_after(started)
+                ]
                 status, payment, started, returned, api_worker = api.call(
                     "POST",
                     "/api/payments/confirm",
@@ -481,6 +493,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = {
         name: {"what": what, **summary([s[f"{name}_s"] for s in counted if s[f"{name}_s"] is not None])}
         for name, what in measures.items()
+    }
+    # The figures' flush, seen on the other worker's /ops/ stream: its last event of step 1, when
+    # there were two (within one poll of the commit's, the two are one event).
+    flushes = [s["ops_events_other_ms"][-1] / 1000 for s in counted if len(s["ops_events_other_ms"]) >= 2]
+    results["ops_flush_event_other"] = {
+        "what": "/ops/ stream, other worker, figures' flush event",
+        **summary(flushes),
     }
     return {
         "settings": {
