@@ -16,7 +16,7 @@
   var main = document.querySelector("main[data-live-stream]");
   var streamed = !!(main && window.cisLive);
   var SLOW_POLL_SECONDS = 60;
-  var MIN_GAP_MS = 1000; // a burst of changes (a batch of deliveries) is one refresh
+  var MIN_GAP_MS = 500; // a burst of changes (a batch of deliveries) is one refresh
   var BUSY_RETRY_MS = 2000;
   var lastRefresh = 0;
   var changed = false; // a change came while an update was in flight, held back or paused
