@@ -27,6 +27,7 @@ from tools.processes import (
     logged,
     manage,
     port_closed,
+    standins_on_free_ports,
     start,
     stop,
 )
@@ -92,10 +93,7 @@ def running(
         "Q_CLUSTER_NAME": f"runtest-{uuid.uuid4().hex[:8]}",
         "Q_WORKERS": "1",
         # The Procfile's stand-ins listen where their settings say: free ports of their own.
-        "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "SENDGRID_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "SHEETS_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        **standins_on_free_ports(),
         "SHEETS_FLUSH_SECONDS": "0.5",
         # Monitoring as `make run` has it: JSON lines and figures to CloudWatch on the moto stand-in.
         "CLOUDWATCH_LOGS_ENABLED": "true",

@@ -30,6 +30,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def standins_on_free_ports() -> dict[str, str]:
+    """The settings that place the Procfile's stand-ins (Stripe, SendGrid, Sheets, AWS): each on a
+    free port of its own, so they run beside a `make run` and beside each other."""
+    return {
+        name: f"http://127.0.0.1:{free_port()}"
+        for name in ("STRIPE_API_BASE", "SENDGRID_API_BASE", "SHEETS_API_BASE", "AWS_ENDPOINT_URL")
+    }
+
+
 def port_closed(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) != 0

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tools.processes import free_port, http_bytes, logged, manage, start, stop
+from tools.processes import free_port, http_bytes, logged, manage, standins_on_free_ports, start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -140,10 +140,7 @@ def running(folder: Path) -> Iterator[Running]:
         "GUNICORN_WORKERS": "2",
         "Q_CLUSTER_NAME": f"screenshots-{uuid.uuid4().hex[:8]}",
         "Q_WORKERS": "1",
-        "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "SENDGRID_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "SHEETS_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        **standins_on_free_ports(),
         "SHEETS_FLUSH_SECONDS": "0.5",
         "MONITORING_FLUSH_SECONDS": "0.5",
         "CLOUDWATCH_LOGS_ENABLED": "true",
