@@ -6,17 +6,13 @@ DATABASE_URL) and broker, exactly as configured by the environment, and are stop
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +21,16 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.polling import DEADLINE_SECONDS, eventually
+from tools.processes import (
+    free_port,
+    http_bytes,
+    logged,
+    manage,
+    port_closed,
+    standins_on_free_ports,
+    start,
+    stop,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -42,22 +48,9 @@ SHELL_WAIT_SECONDS = 2 * DEADLINE_SECONDS
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(  # noqa: S310 - a local URL this test built
-        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=HANG_SECONDS) as response:  # noqa: S310
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+    status, raw = http_bytes(method, url, body, headers, timeout=HANG_SECONDS)
+    return status, json.loads(raw or b"null")
 
 
 def aws_client(env: dict[str, str], service: str) -> Any:
@@ -83,53 +76,6 @@ def aws_call(call: Callable[[], T]) -> T:
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def logged(log: Path, process: str, *texts: str) -> bool:
-    """Whether honcho's log has a line of `process` (such as "worker.1") containing every text."""
-    for line in log.read_text(errors="replace").splitlines():
-        name, _, message = line.partition(" | ")  # "06:24:51 worker.1   | the process's line"
-        if name.split()[-1:] == [process] and all(text in message for text in texts):
-            return True
-    return False
-
-
-def port_closed(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes under `pid`, read from /proc."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            # "pid (comm) state ppid ...": the command may hold spaces and parentheses.
-            children[int(stat.read_text().rpartition(")")[2].split()[1])].append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL honcho and all it started. honcho starts each Procfile process in a session (and
-    process group) of its own, so killing honcho's group leaves them, and gunicorn's and the
-    cluster's workers, running: kill every group and every process under honcho."""
-    victims = [pid, *descendants(pid)]
-    groups = set()
-    for victim in victims:
-        with contextlib.suppress(ProcessLookupError):
-            groups.add(os.getpgid(victim))
-    groups.discard(os.getpgrp())  # never this test's own group
-    for group in groups:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-    for victim in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(victim, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module", params=["orm", "dynamodb"])
 def running(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -147,10 +93,7 @@ def running(
         "Q_CLUSTER_NAME": f"runtest-{uuid.uuid4().hex[:8]}",
         "Q_WORKERS": "1",
         # The Procfile's stand-ins listen where their settings say: free ports of their own.
-        "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "SENDGRID_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "SHEETS_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        **standins_on_free_ports(),
         "SHEETS_FLUSH_SECONDS": "0.5",
         # Monitoring as `make run` has it: JSON lines and figures to CloudWatch on the moto stand-in.
         "CLOUDWATCH_LOGS_ENABLED": "true",
@@ -161,25 +104,14 @@ def running(
     }
     if not env.get("DATABASE_URL"):
         env["SQLITE_PATH"] = str(tmp_path_factory.mktemp("run") / "db.sqlite3")
-    manage = [sys.executable, "manage.py"]
     for command in (["migrate", "--noinput"], ["seed_demo"]):
-        subprocess.run(
-            [*manage, *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=HANG_SECONDS
-        )
+        manage(env, *command, timeout=HANG_SECONDS)
     ports = [port] + [
         urlparse(env[name]).port or 0
         for name in ("STRIPE_API_BASE", "SENDGRID_API_BASE", "SHEETS_API_BASE", "AWS_ENDPOINT_URL")
     ]
     log = tmp_path_factory.mktemp("logs") / "honcho.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "honcho"), "start", "-f", "Procfile"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start([str(BIN / "honcho"), "start", "-f", "Procfile"], env=env, log=log)
     base = f"http://127.0.0.1:{port}"
 
     def ready(check: Callable[[], Any], what: str) -> Any:
@@ -223,13 +155,8 @@ def running(
         )
         yield {"base": base, "env": env, "log": log}
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            # honcho passes SIGTERM on, and SIGKILL after a few seconds to what has not stopped.
-            process.wait(timeout=DEADLINE_SECONDS)
-        except subprocess.TimeoutExpired:
-            kill_tree(process.pid)
-            process.wait()
+        # honcho passes SIGTERM on, and SIGKILL after a few seconds to what has not stopped.
+        stop(process, timeout=DEADLINE_SECONDS)
         # Stopping honcho stops the web server and the stand-ins too: nothing is left listening.
         eventually(
             lambda: all(port_closed(p) for p in ports), what=f"nothing listening on ports {ports} any more"

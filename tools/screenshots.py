@@ -22,19 +22,16 @@ import contextlib
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from tools.processes import free_port, http_bytes, logged, manage, standins_on_free_ports, start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -113,26 +110,11 @@ def eventually(check: Callable[[], T], *, what: str, alive: Callable[[], None] |
 
 
 def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(  # noqa: S310 - a loopback URL this script built
-        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=DEADLINE_SECONDS) as response:  # noqa: S310
-            raw = response.read()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
+    status, raw = http_bytes(method, url, body, headers, timeout=DEADLINE_SECONDS)
     try:
         return status, json.loads(raw or b"null")
     except ValueError:
         return status, raw.decode(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --- the processes of `make run` ----------------------------------------------------------------
@@ -143,15 +125,6 @@ class Running:
     base: str
     env: dict[str, str]
     log: Path
-
-
-def logged(log: Path, process: str, text: str) -> bool:
-    """Whether honcho's log has a line of `process` ("stripe.1") containing `text`."""
-    for line in log.read_text(errors="replace").splitlines():
-        name, _, message = line.partition(" | ")
-        if name.split()[-1:] == [process] and text in message:
-            return True
-    return False
 
 
 @contextlib.contextmanager
@@ -167,10 +140,7 @@ def running(folder: Path) -> Iterator[Running]:
         "GUNICORN_WORKERS": "2",
         "Q_CLUSTER_NAME": f"screenshots-{uuid.uuid4().hex[:8]}",
         "Q_WORKERS": "1",
-        "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "SENDGRID_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "SHEETS_API_BASE": f"http://127.0.0.1:{free_port()}",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        **standins_on_free_ports(),
         "SHEETS_FLUSH_SECONDS": "0.5",
         "MONITORING_FLUSH_SECONDS": "0.5",
         "CLOUDWATCH_LOGS_ENABLED": "true",
@@ -178,21 +148,12 @@ def running(folder: Path) -> Iterator[Running]:
     }
     for name in ("DATABASE_URL", "REDIS_URL", "CACHE_URL"):
         env.pop(name, None)  # the throwaway database and the embedded cache, whatever the shell has
-    manage = [sys.executable, "manage.py"]
     for command in (["migrate", "--noinput"], ["seed_demo"]):
         print("manage.py", *command, flush=True)
-        subprocess.run([*manage, *command], cwd=ROOT, env=env, check=True, capture_output=True)  # noqa: S603
+        manage(env, *command)
     log = folder / "honcho.log"
     print(f"starting the Procfile's processes (log: {log})", flush=True)
-    with log.open("w") as out:
-        process = subprocess.Popen(  # noqa: S603
-            [str(BIN / "honcho"), "start", "-f", "Procfile"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start([str(BIN / "honcho"), "start", "-f", "Procfile"], env=env, log=log)
 
     def alive() -> None:
         if process.poll() is not None:
@@ -213,27 +174,8 @@ def running(folder: Path) -> Iterator[Running]:
         eventually(lambda: logged(log, "worker.1", "running."), what="the task cluster", alive=alive)
         yield Running(base=base, env=env, log=log)
     finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to honcho (it passes it on); SIGKILL to every process group it started if that
-    is not enough (honcho starts each process in a session of its own)."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=DEADLINE_SECONDS)
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rpartition(")")[2].split()
-            if int(fields[3]) == process.pid or int(fields[1]) == process.pid:  # session or parent
-                os.killpg(int(stat.parent.name), signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+        # honcho passes SIGTERM on; if that is not enough, SIGKILL to every process it started.
+        stop(process, timeout=DEADLINE_SECONDS)
 
 
 # --- the story: an order placed, paid, seen by its customer and by staff -------------------------

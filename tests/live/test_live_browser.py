@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -30,7 +28,8 @@ from orders.management.commands.seed_demo import (
 )
 from sandbox.stripe.server import StripeSandboxThread
 from tests.polling import DEADLINE_SECONDS, eventually
-from tests.test_run import HANG_SECONDS, descendants, free_port, http, kill_tree, port_closed
+from tests.test_run import HANG_SECONDS, http
+from tools.processes import descendants, free_port, manage, port_closed, start, stop
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -68,24 +67,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     for command in (["migrate", "--noinput"], ["seed_demo"]):
-        subprocess.run(
-            [sys.executable, "manage.py", *command],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=HANG_SECONDS,
-        )
+        manage(env, *command, timeout=HANG_SECONDS)
     log = folder / "gunicorn.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            procfile_command("web"),
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start(procfile_command("web"), env=env, log=log)
     base = f"http://127.0.0.1:{port}"
     try:
 
@@ -99,12 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         eventually(lambda: len(descendants(process.pid)) >= 2, what="two gunicorn workers")
         yield {"base": base, "log": log, "pid": process.pid}
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=DEADLINE_SECONDS)
-        except subprocess.TimeoutExpired:
-            kill_tree(process.pid)
-            process.wait()
+        stop(process, timeout=DEADLINE_SECONDS)
         stripe.stop()
         eventually(lambda: port_closed(port), what=f"nothing listening on port {port} any more")
 

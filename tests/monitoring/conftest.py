@@ -1,6 +1,9 @@
 """Fixtures of the monitoring tests: the stand-in servers, re-exported from where they live."""
 
+from typing import Any
+
 import pytest
+from django.test import Client
 
 from tests.integrations.conftest import (  # noqa: F401 - fixtures
     aws_sandbox,
@@ -25,3 +28,11 @@ def _fresh_shared_state(db: None) -> None:
     for name in (*settings.INTEGRATIONS, "email", "sheets", "sns"):
         CircuitBreaker(name).reset()
     shared_cache().delete(f"http5xx:{timezone.now():%Y%m%d%H%M}")
+
+
+@pytest.fixture
+def ops_client(staff: Any) -> Client:
+    """A client logged in as staff, who may open /ops/."""
+    client = Client()
+    client.force_login(staff)
+    return client

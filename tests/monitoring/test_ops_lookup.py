@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from django.test import Client
@@ -17,13 +16,6 @@ from django.test import Client
 from monitoring import selectors
 from orders.domain import Order
 from tests.monitoring.test_ops_page import text_of
-
-
-@pytest.fixture
-def ops_client(staff: Any) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
 
 
 @pytest.fixture

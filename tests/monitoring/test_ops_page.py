@@ -74,13 +74,6 @@ def text_of(html: str, element_id: str) -> str:
 
 
 @pytest.fixture
-def ops_client(staff: Any) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def clean_breakers(settings: Any) -> None:
     for name in settings.INTEGRATIONS:
         CircuitBreaker(name).reset()

@@ -10,27 +10,16 @@ import pytest
 
 from orders import services as order_services
 from orders.domain import Actor, Order
-from payments import services as payment_services
-from tests.payments.fakes import FakeGateway
+from tests.orders.refunds import INTERNAL_REASON, STAFF_NOTE, partly_refunded
 
 pytestmark = pytest.mark.django_db
-
-INTERNAL_REASON = "Goodwill: customer threatened a chargeback"
-STAFF_NOTE = "Checked with the warehouse: box crushed"
 
 
 @pytest.fixture
 def refunded(place: Callable[..., Order], customer: Any, staff: Any, repository: Any) -> Order:
-    gateway = FakeGateway()
-    order = place(customer=customer, lines={"MUG-1": 2})
-    payment_services.payment_confirm(
-        order_id=order.id, payment_method="pm_card_visa", actor=Actor.system("test"), gateway=gateway
+    order = partly_refunded(
+        order=place(customer=customer, lines={"MUG-1": 2}), staff=staff, repository=repository
     )
-    by_staff = Actor(kind="staff", user_id=staff.pk)
-    payment_services.payment_refund(
-        order_id=order.id, amount_minor=1250, reason=INTERNAL_REASON, actor=by_staff, gateway=gateway
-    )
-    order_services.order_add_note(repository=repository, order_id=order.id, actor=by_staff, text=STAFF_NOTE)
     order_services.order_add_note(
         repository=repository,
         order_id=order.id,

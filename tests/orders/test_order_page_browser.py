@@ -13,17 +13,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import Dialog, Page, expect
 
-from orders import services as order_services
-from orders.domain import Actor, Order, OrderStatus
+from orders.domain import Order, OrderStatus
 from orders.money import format_money
 from orders.repositories import OrderRepository
-from payments import services as payment_services
-from tests.payments.fakes import FakeGateway
+from tests.orders.refunds import INTERNAL_REASON, STAFF_NOTE, partly_refunded
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-INTERNAL_REASON = "Goodwill: customer threatened a chargeback"
-STAFF_NOTE = "Checked with the warehouse: box crushed"
 
 
 def open_order_as(page: Page, base: str, user: Any, order: Order) -> None:
@@ -89,22 +84,9 @@ def test_a_customer_sees_a_partial_refund_the_net_paid_and_the_next_step_but_not
     place: Callable[..., Order],
     repository: OrderRepository,
 ) -> None:
-    gateway = FakeGateway()
-    order = place(customer=customer, lines={"MUG-1": 2})
-    payment_services.payment_confirm(
-        order_id=order.id, payment_method="pm_card_visa", actor=Actor.system("test"), gateway=gateway
+    order = partly_refunded(
+        order=place(customer=customer, lines={"MUG-1": 2}), staff=staff, repository=repository
     )
-    by_staff = Actor(kind="staff", user_id=staff.pk)
-    payment_services.payment_refund(
-        order_id=order.id,
-        amount_minor=1250,
-        reason=INTERNAL_REASON,
-        actor=by_staff,
-        requested_by=staff,
-        gateway=gateway,
-    )
-    order_services.order_add_note(repository=repository, order_id=order.id, actor=by_staff, text=STAFF_NOTE)
-
     open_order_as(page, live_server.url, customer, order)
 
     usd = lambda minor: format_money(minor, "USD")  # noqa: E731

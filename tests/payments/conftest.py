@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import stripe
+from django.test import Client
 
+from orders.domain import Order
 from payments.gateways.base import PaymentGateway, get_payment_gateway
 from sandbox.stripe.server import StripeSandboxThread, register_webhook
 
 WEBHOOK_SECRET = "whsec_test_suite_secret"
+# Nothing listens on port 9: pages name this Stripe.js, and no test's browser fetches it.
+JS_URL = "http://127.0.0.1:9/js.stripe.com/v3/"
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +54,24 @@ def stripe_webhooks(stripe_api: str, live_server: Any) -> str:
 def sign(payload: str, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
     """A Stripe-Signature header, made the way Stripe makes it."""
     return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=timestamp)
+
+
+# --- paying an order (test_pay_page, test_paid_with, test_card_from_webhooks) -----------------
+@pytest.fixture
+def stripe_js(settings: Any) -> None:
+    """The pay page's Stripe.js address and publishable key, as the pages render them."""
+    settings.STRIPE_JS_URL = JS_URL
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_suite"
+
+
+@pytest.fixture
+def order(place: Callable[..., Order], customer: Any) -> Order:
+    """The customer's order of two mugs, not yet paid."""
+    return place(customer=customer, lines={"MUG-1": 2})
+
+
+@pytest.fixture
+def owner(client: Client, customer: Any) -> Client:
+    """The test client, logged in as the customer who placed `order`."""
+    client.force_login(customer)
+    return client

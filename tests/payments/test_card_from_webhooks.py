@@ -10,7 +10,6 @@ the localstripe stand-in sends; webhooks are signed and posted to the real endpo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,25 +34,8 @@ from tests.polling import eventually
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.e2e,
-    pytest.mark.usefixtures("repository"),
+    pytest.mark.usefixtures("repository", "stripe_js"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _stripe_js(settings: Any) -> None:
-    settings.STRIPE_JS_URL = "http://127.0.0.1:9/js.stripe.com/v3/"
-    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_suite"
-
-
-@pytest.fixture
-def order(place: Callable[..., Order], customer: Any) -> Order:
-    return place(customer=customer, lines={"MUG-1": 2})
-
-
-@pytest.fixture
-def owner(client: Client, customer: Any) -> Client:
-    client.force_login(customer)
-    return client
 
 
 def order_page(client: Client, order: Order) -> str:

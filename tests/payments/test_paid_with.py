@@ -5,9 +5,6 @@ example objects and against localstripe through the real pay endpoints."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -20,26 +17,9 @@ from payments.models import Payment, PaymentStatus
 from tests.payments.stripe_objects import published
 from tests.payments.test_pay_page import authenticate_in_browser, post_json, three_d_secure_method
 
-pytestmark = [pytest.mark.django_db, pytest.mark.e2e, pytest.mark.usefixtures("repository")]
+pytestmark = [pytest.mark.django_db, pytest.mark.e2e, pytest.mark.usefixtures("repository", "stripe_js")]
 
 VISA = "pm_card_visa"
-
-
-@pytest.fixture(autouse=True)
-def _stripe_js(settings: Any) -> None:
-    settings.STRIPE_JS_URL = "http://127.0.0.1:9/js.stripe.com/v3/"
-    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_suite"
-
-
-@pytest.fixture
-def order(place: Callable[..., Order], customer: Any) -> Order:
-    return place(customer=customer, lines={"MUG-1": 2})
-
-
-@pytest.fixture
-def owner(client: Client, customer: Any) -> Client:
-    client.force_login(customer)
-    return client
 
 
 def confirm_url(order: Order, name: str = "pay_confirm") -> str:

@@ -23,14 +23,14 @@ from orders import services as order_services
 from orders.domain import Actor, Order, OrderQuery, OrderStatus
 from orders.repositories import OrderRepository
 from payments.models import Payment, PaymentStatus
+from tests.payments.conftest import JS_URL
 
 # End to end: CI runs these a second time with orders in DynamoDB (`make test-dynamodb`), so
 # every order is read through the configured repository, never the ORM.
-pytestmark = [pytest.mark.django_db, pytest.mark.e2e, pytest.mark.usefixtures("repository")]
+pytestmark = [pytest.mark.django_db, pytest.mark.e2e, pytest.mark.usefixtures("repository", "stripe_js")]
 
 VISA = "pm_card_visa"
 DECLINED = "pm_card_chargeCustomerFail"  # card 4000000000000341
-JS_URL = "http://127.0.0.1:9/js.stripe.com/v3/"
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -89,23 +89,6 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(autouse=True)
-def _stripe_js(settings: Any) -> None:
-    settings.STRIPE_JS_URL = JS_URL
-    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_suite"
-
-
-@pytest.fixture
-def order(place: Callable[..., Order], customer: Any) -> Order:
-    return place(customer=customer, lines={"MUG-1": 2})
-
-
-@pytest.fixture
-def owner(client: Client, customer: Any) -> Client:
-    client.force_login(customer)
-    return client
 
 
 def set_status(repository: OrderRepository, order: Order, *statuses: OrderStatus) -> None:
