@@ -73,13 +73,6 @@ def three_attempts(settings: Any) -> None:
             shared_cache().delete(key)
 
 
-@pytest.fixture
-def ops_client(staff: Any) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
 def paid_order(place: Callable[..., Order], repository: OrderRepository, customer: Any) -> Order:
     order = order_services.order_transition(
         repository=repository, order_id=place(customer=customer).id, to_status=OrderStatus.PAID, actor=STAFF
