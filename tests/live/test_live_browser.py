@@ -63,6 +63,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "GUNICORN_WORKERS": "2",
         "STRIPE_API_BASE": stripe.url,
         "MONITORING_FLUSH_SECONDS": "0.5",
+        # Orders in this server's own database, also in CI's DynamoDB pass: that pass points only
+        # this process's settings at its moto server, which a subprocess does not inherit.
+        "ORDER_REPOSITORY": "orm",
     }
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
