@@ -7,7 +7,7 @@ Two doors into one Django project:
   (GUNICORN_THREADS threads per worker, as gthread had), which keeps each thread's database
   connection from one request to the next. Django's own ASGI handler would run each sync view in
   a new thread per request (asgiref's ThreadSensitiveContext) and so open a database connection
-  per request: measured slower (bench/live_serving.py, figures in the live branch's report).
+  per request: two to three times slower (bench/live_serving.py, figures in bench/README.md).
 """
 
 import os
