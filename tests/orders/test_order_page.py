@@ -112,7 +112,10 @@ def test_a_paid_order_says_what_happens_next_and_shows_no_refund_lines(
 
     html = order_page(client, paid)
 
-    assert "We are preparing your order and email you when it is on its way." in html
+    # One "what happens next", from the payment part; no promise of a shipping email there is none of.
+    assert html.count("What happens next") == 1
+    assert "We pack your order and ship it to the address below." in html
+    assert "email you when it is on its way" not in html
     assert f'<span class="paid-amount">{format_money(2900, "USD")}</span>' in html
     assert "refund-line" not in html and "net-paid" not in html and "Your bank shows" not in html
 
