@@ -132,8 +132,10 @@ def sync_event_stream(channel: str, *, since: str | None) -> Iterator[str]:
         try:
             current = services.versions([channel])[channel] or ""
         except Exception:
-            logger.warning("Could not read the live version of %s", channel, exc_info=True)
-            current = last
+            # End the stream (the browser reconnects after RETRY_MS) rather than hold a thread
+            # that keeps failing: a server shutting down, a test's database gone.
+            logger.warning("Could not read the live version of %s: stream ended", channel, exc_info=True)
+            return
         if last is None:
             last = current
         elif current != last:
