@@ -190,7 +190,11 @@ def _payment_of(*, intent_id: str, metadata: dict[str, str]) -> Payment | None:
     if not attempt.isdigit():
         return None
     candidate = Payment.objects.filter(order_id=order_id, attempt=int(attempt)).first()
-    return candidate if candidate is not None and not candidate.intent_id else None
+    # Its intent id may have been learnt between the two reads (the confirm answer racing this
+    # event): then it is this intent's payment all the same.
+    if candidate is None or (candidate.intent_id and candidate.intent_id != intent_id):
+        return None
+    return candidate
 
 
 def _dispatch(stored: WebhookEvent, fetched: _Fetched | None = None) -> str:

@@ -12,7 +12,9 @@ from django.test import Client
 
 from orders.domain import Order
 from payments.gateways.base import PaymentGateway, get_payment_gateway
+from sandbox.stripe import events as stripe_events
 from sandbox.stripe.server import StripeSandboxThread, register_webhook
+from tests.polling import eventually
 
 WEBHOOK_SECRET = "whsec_test_suite_secret"
 # Nothing listens on port 9: pages name this Stripe.js, and no test's browser fetches it.
@@ -45,10 +47,14 @@ def gateway(stripe_api: str) -> PaymentGateway:
 
 
 @pytest.fixture
-def stripe_webhooks(stripe_api: str, live_server: Any) -> str:
-    """localstripe sends its signed events to this test's live server."""
+def stripe_webhooks(stripe_api: str, live_server: Any) -> Iterator[str]:
+    """localstripe sends its signed events to this test's live server. At the end, waits until
+    the stand-in has delivered what it still had in hand (each delivery ends with our answer): a
+    late event must not write while the test database is being emptied (a deadlock on
+    PostgreSQL, and the next test sees the leftovers)."""
     register_webhook(stripe_api, url=f"{live_server.url}/webhooks/stripe", secret=WEBHOOK_SECRET)
-    return live_server.url
+    yield live_server.url
+    eventually(lambda: len(stripe_events.STATE.tasks) == 0, what="the stand-in's webhooks to be delivered")
 
 
 def sign(payload: str, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
