@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import re
-import shlex
 import signal
 import socket
 import statistics
@@ -51,10 +50,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
 from sandbox.stripe.server import StripeSandboxThread  # noqa: E402 - after the path above
+from tools.processes import free_port, procfile_command, web_server_env  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
@@ -67,20 +66,6 @@ AT_LEAST = """([selector, n]) => {
   const el = document.querySelector(selector);
   return !!el && parseInt(el.textContent.replace(/\\D/g, ''), 10) >= n;
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def procfile_command(name: str) -> list[str]:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        process, _, command = line.partition(":")
-        if process.strip() == name:
-            return shlex.split(command)
-    raise SystemExit(f"No {name} process in the Procfile")
 
 
 def demo_logins() -> tuple[tuple[str, str], tuple[str, str]]:
@@ -300,18 +285,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="bench-live-latency-"))
     env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-        "DJANGO_ENV": "development",
-        "SQLITE_PATH": str(folder / "db.sqlite3"),
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": "2",
-        "STRIPE_API_BASE": stripe.url,
+        **web_server_env(folder=folder, port=port, stripe_url=stripe.url),
         "RATE_LIMIT_ANON": "off",
         "LOG_LEVEL": "WARNING",
     }
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
     for pair in args.env:
         name, _, value = pair.partition("=")
         env[name] = value

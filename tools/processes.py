@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -131,3 +132,33 @@ def stop(process: subprocess.Popen[bytes], *, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         kill_tree(process.pid)
         process.wait()
+
+
+def procfile_command(name: str) -> list[str]:
+    """The Procfile's command for process `name`, as an argument list."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        process, _, command = line.partition(":")
+        if process.strip() == name:
+            return shlex.split(command)
+    raise LookupError(f"No {name} process in the Procfile")
+
+
+def web_server_env(*, folder: Path, port: int, stripe_url: str, workers: int = 2) -> dict[str, str]:
+    """The environment for the Procfile's `web` line run alone: its own SQLite database in
+    `folder` (orders included, whatever the caller's ORDER_REPOSITORY), no PostgreSQL or Redis,
+    `workers` gunicorn workers on 127.0.0.1:`port`, and the Stripe stand-in at `stripe_url`."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "DJANGO_ENV": "development",
+        "SQLITE_PATH": str(folder / "db.sqlite3"),
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": str(workers),
+        "STRIPE_API_BASE": stripe_url,
+        # A caller's DynamoDB (CI's third pass) is configured in its own settings, which a
+        # subprocess does not inherit: orders stay in this server's database.
+        "ORDER_REPOSITORY": "orm",
+    }
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    return env

@@ -9,12 +9,8 @@ new order, both without a reload (a marker set on the page's window object is st
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,21 +25,20 @@ from orders.management.commands.seed_demo import (
 from sandbox.stripe.server import StripeSandboxThread
 from tests.polling import DEADLINE_SECONDS, eventually
 from tests.test_run import HANG_SECONDS, http
-from tools.processes import descendants, free_port, manage, port_closed, start, stop
+from tools.processes import (
+    descendants,
+    free_port,
+    manage,
+    port_closed,
+    procfile_command,
+    start,
+    stop,
+    web_server_env,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-BIN = Path(sys.executable).parent
 ADDRESS = {"name": "Ada", "line1": "12 Row", "city": "London", "postal_code": "N1", "country": "GB"}
-
-
-def procfile_command(name: str) -> list[str]:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        process, _, command = line.partition(":")
-        if process.strip() == name:
-            return shlex.split(command)
-    raise AssertionError(f"No {name} process in the Procfile")
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +50,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     port = free_port()
     folder = tmp_path_factory.mktemp("live-server")
     env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-        "DJANGO_ENV": "development",
-        "SQLITE_PATH": str(folder / "db.sqlite3"),
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": "2",
-        "STRIPE_API_BASE": stripe.url,
+        **web_server_env(folder=folder, port=port, stripe_url=stripe.url),
         "MONITORING_FLUSH_SECONDS": "0.5",
-        # Orders in this server's own database, also in CI's DynamoDB pass: that pass points only
-        # this process's settings at its moto server, which a subprocess does not inherit.
-        "ORDER_REPOSITORY": "orm",
     }
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
     for command in (["migrate", "--noinput"], ["seed_demo"]):
         manage(env, *command, timeout=HANG_SECONDS)
     log = folder / "gunicorn.log"
