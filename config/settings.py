@@ -468,6 +468,9 @@ SENDGRID_FROM_EMAIL = env.str("SENDGRID_FROM_EMAIL", default="shop@example.com")
 SENDGRID_SANDBOX_MODE = env.bool("SENDGRID_SANDBOX_MODE", default=False)
 # Seconds one SendGrid API call may take.
 SENDGRID_TIMEOUT_SECONDS = env.float("SENDGRID_TIMEOUT_SECONDS", default=10.0)
+# Emails a dispatcher hands the SendGrid adapter at once, sent as one Mail Send call each batch
+# where SendGrid's limits allow (one personalization per email; SendGrid takes at most 1,000).
+SENDGRID_BATCH_SIZE = env.int("SENDGRID_BATCH_SIZE", default=100)
 SHEETS_API_BASE = env.str(
     "SHEETS_API_BASE", default="https://sheets.googleapis.com" if PRODUCTION else "http://127.0.0.1:8426"
 )
@@ -517,6 +520,7 @@ INTEGRATIONS = {
     "email": {
         "adapter": "integrations.adapters.sendgrid.SendGridAdapter",
         "events": ORDER_EVENTS,
+        "batch": SENDGRID_BATCH_SIZE,
         "retry": {"base": env.float("EMAIL_RETRY_BASE", default=1.0), "cap": 300.0, "max_attempts": 8},
     },
     "sheets": {

@@ -1,14 +1,21 @@
 """A stand-in for SendGrid's v3 Mail Send API on 127.0.0.1, with an inbox page and fault injection.
 
 No SendGrid emulator exists on any registry, so the project ships this one. It answers
-`POST /v3/mail/send` the way SendGrid does for what this project sends: the bearer key is
-checked (401), the body is validated for SendGrid's common errors (400, same
-`{"errors": [{"message", "field", "help"}]}` envelope), a good message gets 202 with an empty body
-and an `X-Message-Id` header (200 and nothing kept when `mail_settings.sandbox_mode.enable`).
+`POST /v3/mail/send` the way SendGrid does: the bearer key is checked (401), a body over 30 MiB
+gets 413, the body is validated (400, same `{"errors": [{"message", "field", "help"}]}`
+envelope) against SendGrid's documented errors (with its messages: required fields, addresses,
+at most 1,000 personalizations and 1,000 recipients, an address once per request, substitutions
+and custom_args of a personalization at most 10,000 bytes, ...) and against its published
+request schema (`sandbox/sendgrid_schema.py`, vendored from sendgrid/sendgrid-oai), and a good
+request gets 202 with an empty body and an `X-Message-Id` header (200 and nothing kept when
+`mail_settings.sandbox_mode.enable`). Like SendGrid, it makes one message of each
+personalization, with that personalization's subject, substitutions (in subject and content),
+custom_args and headers: a message's id is the X-Message-Id, with `.<index>` when the request
+had several personalizations.
 
-Standard library only, so it runs without Django: in a thread of the test process
-(`SendGridSandbox(api_key=...).start()`), from `manage.py sandbox_sendgrid`, or as
-`python -m sandbox.sendgrid --port 8425 --api-key SG.local-sandbox-key`.
+Standard library only (plus `jsonschema` for the schema, when installed), so it runs without
+Django: in a thread of the test process (`SendGridSandbox(api_key=...).start()`), from
+`manage.py sandbox_sendgrid`, or as `python -m sandbox.sendgrid --port 8425 --api-key SG.local-sandbox-key`.
 
 Besides the API it serves, for people and tests:
 - `GET /`: the inbox, every accepted message newest first (HTML).
@@ -45,9 +52,14 @@ from urllib.parse import parse_qs, urlsplit
 from sandbox.favicon import CONTENT_TYPE as FAVICON_TYPE
 from sandbox.favicon import SENDGRID as SENDGRID_COLOUR
 from sandbox.favicon import favicon_ico
+from sandbox.sendgrid_schema import schema_errors
 
 MAIL_SEND_PATH = "/v3/mail/send"
+# SendGrid's limits (its published request schema and its documented 400 errors).
 MAX_PERSONALIZATIONS = 1000
+MAX_RECIPIENTS = 1000  # to + cc + bcc over all personalizations of one request
+MAX_SUBSTITUTIONS_BYTES = 10_000  # per personalization, keys and values
+MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_BODY_BYTES = 30 * 1024 * 1024  # SendGrid's limit for a whole Mail Send request
 RATE_LIMIT = 600  # what the 429 headers announce per window
 _HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message."
@@ -180,8 +192,69 @@ def _personalization_errors(index: int, item: Any) -> list[dict[str, Any]]:
         )
     if "custom_args" in item:
         errors += _string_map_errors(item["custom_args"], f"{base}.custom_args")
+        errors += _map_size_errors(
+            item["custom_args"], f"{base}.custom_args", MAX_CUSTOM_ARGS_BYTES, "custom_args"
+        )
+    if "substitutions" in item:
+        errors += _string_map_errors(item["substitutions"], f"{base}.substitutions")
+        errors += _map_size_errors(
+            item["substitutions"], f"{base}.substitutions", MAX_SUBSTITUTIONS_BYTES, "substitutions"
+        )
     if "headers" in item:
         errors += _headers_errors(item["headers"], f"{base}.headers")
+    return errors
+
+
+def _map_size(value: dict[str, Any]) -> int:
+    return sum(len(str(k).encode("utf-8")) + len(str(v).encode("utf-8")) for k, v in value.items())
+
+
+def _map_size_errors(value: Any, field: str, limit: int, what: str) -> list[dict[str, Any]]:
+    """custom_args and substitutions: at most `limit` bytes of keys and values together."""
+    if not isinstance(value, dict) or _map_size(value) <= limit:
+        return []
+    return [_error(f"The {what} of a personalization may not exceed {limit:,} bytes.", field, what)]
+
+
+def _recipient_errors(personalizations: list[Any]) -> list[dict[str, Any]]:
+    """Across personalizations: at most MAX_RECIPIENTS in all, and each address once."""
+    errors: list[dict[str, Any]] = []
+    total = 0
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(personalizations):
+        if not isinstance(item, dict):
+            continue
+        mine: set[str] = set()
+        for kind in ("to", "cc", "bcc"):
+            recipients = item.get(kind)
+            if not isinstance(recipients, list):
+                continue
+            total += len(recipients)
+            for recipient in recipients:
+                address = recipient.get("email") if isinstance(recipient, dict) else None
+                if not isinstance(address, str):
+                    continue
+                key = address.lower()
+                if key in first_seen and first_seen[key] != index and key not in mine:
+                    errors.append(
+                        _error(
+                            "Each unique email address in the personalizations array should only be "
+                            f"included once. You have included [{address}] more than once.",
+                            f"personalizations.{index}.{kind}",
+                            "personalizations",
+                        )
+                    )
+                first_seen.setdefault(key, index)
+                mine.add(key)
+    if total > MAX_RECIPIENTS:
+        errors.insert(
+            0,
+            _error(
+                f"There is a limit of {MAX_RECIPIENTS} total recipients (to + cc + bcc) per request.",
+                "personalizations",
+                "personalizations",
+            ),
+        )
     return errors
 
 
@@ -236,9 +309,23 @@ def _content_errors(content: Any) -> list[dict[str, Any]]:
 
 
 def validate_mail_send(body: Any) -> list[dict[str, Any]]:
-    """SendGrid's common validation errors for a Mail Send body; an empty list when it is good."""
+    """SendGrid's validation errors for a Mail Send body; an empty list when it is good: its
+    documented errors (with its messages), then whatever else breaks its published request
+    schema (sandbox/sendgrid_schema.py) on a field not already reported."""
     if not isinstance(body, dict):
         return [_error("Bad Request")]
+    errors = _documented_errors(body)
+    reported = {error["field"] for error in errors}
+    for problem in schema_errors(body):
+        field = problem["field"]
+        if any(field == seen or (field or "").startswith(f"{seen}.") for seen in reported if seen):
+            continue
+        errors.append(_error(f"{field or 'body'} {problem['message']}.", field))
+        reported.add(field)
+    return errors
+
+
+def _documented_errors(body: dict[str, Any]) -> list[dict[str, Any]]:
     errors: list[dict[str, Any]] = []
     personalizations = body.get("personalizations")
     if not isinstance(personalizations, list) or not personalizations:
@@ -253,13 +340,16 @@ def validate_mail_send(body: Any) -> list[dict[str, Any]]:
     elif len(personalizations) > MAX_PERSONALIZATIONS:
         errors.append(
             _error(
-                f"The personalizations field must have at most {MAX_PERSONALIZATIONS} personalizations.",
+                f"The personalization block is limited to {MAX_PERSONALIZATIONS} personalizations per API "
+                f"request. You have provided {len(personalizations)} personalizations. Please consider "
+                "splitting this into multiple requests and resending your request.",
                 "personalizations",
                 "personalizations",
             )
         )
     for index, item in enumerate(personalizations[:MAX_PERSONALIZATIONS]):
         errors += _personalization_errors(index, item)
+    errors += _recipient_errors(personalizations)
 
     sender = body.get("from")
     if not isinstance(sender, dict) or "email" not in sender:
@@ -344,27 +434,60 @@ def _is_sandbox_mode(body: dict[str, Any]) -> bool:
     return isinstance(sandbox, dict) and sandbox.get("enable") is True
 
 
-def _summarise(message_id: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-    """What the inbox shows of one accepted message; the full request body is kept too."""
+def _substitute(text: str, substitutions: dict[str, str]) -> str:
+    """Every substitution tag in `text` replaced by its value, in one pass (a value is not
+    searched again for tags)."""
+    if not substitutions or not text:
+        return text
+    tags = sorted(substitutions, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(tag) for tag in tags))
+    return pattern.sub(lambda match: substitutions[match.group(0)], text)
+
+
+def _messages_of(message_id: str, body: dict[str, Any], headers: dict[str, str]) -> list[dict[str, Any]]:
+    """One accepted request as the messages SendGrid makes of it: one per personalization, with
+    its own subject, substitutions, custom_args and headers applied. Each message's `body` is
+    that message alone (its personalization, its subject and content substituted), so what one
+    recipient got never shows another's; `request` says which call it came from."""
     personalizations = body["personalizations"]
-    content = {block["type"].lower(): block["value"] for block in body.get("content", [])}
-    return {
-        "id": message_id,
-        "received_at": datetime.now(UTC).isoformat(),
-        "from": body["from"],
-        "to": [r["email"] for p in personalizations for r in p.get("to", [])],
-        "cc": [r["email"] for p in personalizations for r in p.get("cc", [])],
-        "bcc": [r["email"] for p in personalizations for r in p.get("bcc", [])],
-        "subject": personalizations[0].get("subject") or body.get("subject", ""),
-        "text": content.get("text/plain", ""),
-        "html": content.get("text/html", ""),
-        "custom_args": {**body.get("custom_args", {}), **personalizations[0].get("custom_args", {})},
-        "mail_headers": {**body.get("headers", {}), **personalizations[0].get("headers", {})},
-        "categories": body.get("categories", []),
-        "template_id": body.get("template_id"),
-        "request_headers": headers,
-        "body": body,
-    }
+    received_at = datetime.now(UTC).isoformat()
+    count = len(personalizations)
+    messages = []
+    for index, personalization in enumerate(personalizations):
+        substitutions = personalization.get("substitutions") or {}
+        subject = _substitute(personalization.get("subject") or body.get("subject", ""), substitutions)
+        content = [
+            {**block, "value": _substitute(block["value"], substitutions)}
+            for block in body.get("content", [])
+        ]
+        by_type = {block["type"].lower(): block["value"] for block in content}
+        alone = {
+            key: value for key, value in body.items() if key not in {"personalizations", "subject", "content"}
+        }
+        alone = {"personalizations": [personalization], "subject": subject, **alone}
+        if content:
+            alone["content"] = content
+        messages.append(
+            {
+                "id": message_id if count == 1 else f"{message_id}.{index}",
+                "received_at": received_at,
+                "from": personalization.get("from") or body["from"],
+                "to": [r["email"] for r in personalization.get("to", [])],
+                "cc": [r["email"] for r in personalization.get("cc", [])],
+                "bcc": [r["email"] for r in personalization.get("bcc", [])],
+                "subject": subject,
+                "text": by_type.get("text/plain", ""),
+                "html": by_type.get("text/html", ""),
+                "custom_args": {**body.get("custom_args", {}), **personalization.get("custom_args", {})},
+                "mail_headers": {**body.get("headers", {}), **personalization.get("headers", {})},
+                "categories": body.get("categories", []),
+                "template_id": body.get("template_id"),
+                "request_headers": headers,
+                "request": {"x_message_id": message_id, "personalizations": count, "index": index},
+                "body": alone,
+            }
+        )
+    return messages
 
 
 class _State:
@@ -604,7 +727,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name: value for name, value in self.headers.items() if name.lower() != "authorization"}
         headers["Authorization"] = "Bearer [redacted]"
         with state.lock:
-            state.messages.append(_summarise(message_id, body, headers))
+            state.messages.extend(_messages_of(message_id, body, headers))
         state.count("accepted", 202)
         self._send(HTTPStatus.ACCEPTED, headers={"X-Message-Id": message_id})
 
