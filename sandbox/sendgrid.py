@@ -447,8 +447,10 @@ def _substitute(text: str, substitutions: dict[str, str]) -> str:
 def _messages_of(message_id: str, body: dict[str, Any], headers: dict[str, str]) -> list[dict[str, Any]]:
     """One accepted request as the messages SendGrid makes of it: one per personalization, with
     its own subject, substitutions, custom_args and headers applied. Each message's `body` is
-    that message alone (its personalization, its subject and content substituted), so what one
-    recipient got never shows another's; `request` says which call it came from."""
+    that message alone (its personalization, its subject and content substituted, and the
+    custom_args that apply to it, the request's overridden by the personalization's, at the top
+    level too), so what one recipient got never shows another's; `request` says which call it
+    came from."""
     personalizations = body["personalizations"]
     received_at = datetime.now(UTC).isoformat()
     count = len(personalizations)
@@ -467,6 +469,9 @@ def _messages_of(message_id: str, body: dict[str, Any], headers: dict[str, str])
         alone = {"personalizations": [personalization], "subject": subject, **alone}
         if content:
             alone["content"] = content
+        custom_args = {**body.get("custom_args", {}), **personalization.get("custom_args", {})}
+        if custom_args:
+            alone["custom_args"] = custom_args  # what applies to it, as one place to read
         messages.append(
             {
                 "id": message_id if count == 1 else f"{message_id}.{index}",
@@ -478,7 +483,7 @@ def _messages_of(message_id: str, body: dict[str, Any], headers: dict[str, str])
                 "subject": subject,
                 "text": by_type.get("text/plain", ""),
                 "html": by_type.get("text/html", ""),
-                "custom_args": {**body.get("custom_args", {}), **personalization.get("custom_args", {})},
+                "custom_args": custom_args,
                 "mail_headers": {**body.get("headers", {}), **personalization.get("headers", {})},
                 "categories": body.get("categories", []),
                 "template_id": body.get("template_id"),
@@ -756,11 +761,17 @@ class _Handler(BaseHTTPRequestHandler):
                 if message["html"]
                 else "<p><em>no HTML part</em></p>"
             )
+            request = message["request"]
+            part = (
+                f" · personalization {request['index'] + 1} of {request['personalizations']} of one request"
+                if request["personalizations"] > 1
+                else ""
+            )
             items.append(
                 f"""<article class="message" id="{e(message["id"])}">
   <h2>{e(message["subject"])}</h2>
   <p class="meta">To <strong>{e(", ".join(message["to"]))}</strong> · from {e(message["from"].get("email", ""))}
-    · {e(message["received_at"])} · X-Message-Id <code>{e(message["id"])}</code></p>
+    · {e(message["received_at"])} · message id <code>{e(message["id"])}</code>{part}</p>
   <details><summary>custom_args</summary><ul>{custom_args}</ul></details>
   <details open><summary>HTML</summary>{html_part}</details>
   <details><summary>Plain text</summary><pre>{e(message["text"])}</pre></details>

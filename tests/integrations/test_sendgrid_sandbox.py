@@ -400,3 +400,146 @@ def test_manage_py_sandbox_sendgrid_serves_until_sigterm() -> None:
         assert process.wait(timeout=DEADLINE_SECONDS) == 0
         if process.stdout:
             process.stdout.close()
+
+
+# --- personalizations: SendGrid's limits and one message each --------------------------------
+
+
+def personalization(n: int, **changes: Any) -> dict[str, Any]:
+    return {"to": [{"email": f"buyer{n}@example.com"}], **changes}
+
+
+@pytest.mark.parametrize(
+    ("personalizations", "field", "phrase"),
+    [
+        ([personalization(n) for n in range(1001)], "personalizations", "limited to 1000 personalizations"),
+        (
+            [{"to": [{"email": f"p{p}-{n}@example.com"} for n in range(501)]} for p in range(2)],
+            "personalizations",
+            "1000 total recipients",
+        ),
+        (
+            [personalization(1), personalization(2), personalization(1)],
+            "personalizations.2.to",
+            "more than once",
+        ),
+        (
+            [
+                personalization(1),
+                {"to": [{"email": "a@example.com"}], "bcc": [{"email": "BUYER1@example.com"}]},
+            ],
+            "personalizations.1.bcc",
+            "more than once",
+        ),
+        (
+            [personalization(1, substitutions={"-body-": "x" * 9_995})],
+            "personalizations.0.substitutions",
+            "10,000 bytes",
+        ),
+        (
+            [personalization(1, substitutions={"-body-": "é" * 5_000})],  # 10,000 bytes of UTF-8, + the key
+            "personalizations.0.substitutions",
+            "10,000 bytes",
+        ),
+        ([personalization(1, substitutions={"-n-": 7})], "personalizations.0.substitutions.-n-", "string"),
+        (
+            [personalization(1, custom_args={"big": "y" * 10_000})],
+            "personalizations.0.custom_args",
+            "10,000 bytes",
+        ),
+        ([personalization(1, subject="")], "personalizations.0.subject", "at least one character"),
+        ([personalization(1, send_at="tomorrow")], "personalizations.0.send_at", "integer"),
+    ],
+    ids=[
+        "1001 personalizations",
+        "1002 recipients",
+        "an address twice",
+        "an address again in bcc",
+        "substitutions over 10,000 bytes",
+        "substitutions over 10,000 bytes of UTF-8",
+        "a substitution that is not a string",
+        "custom_args over 10,000 bytes",
+        "an empty subject",
+        "send_at not an integer",
+    ],
+)
+def test_what_sendgrid_refuses_in_personalizations_gets_400(
+    sendgrid_sandbox: Any, personalizations: list[dict[str, Any]], field: str, phrase: str
+) -> None:
+    errors = assert_sendgrid_errors(
+        mail_send(sendgrid_sandbox.url, good_body(personalizations=personalizations)), 400
+    )
+
+    assert any(error["field"] == field and phrase in error["message"] for error in errors), errors
+    assert sendgrid_sandbox.messages() == []
+
+
+def test_a_personalization_at_the_limits_is_accepted(sendgrid_sandbox: Any) -> None:
+    substitutions = {"-body-": "x" * (10_000 - len("-body-"))}
+    body = good_body(personalizations=[personalization(n, substitutions=substitutions) for n in range(3)])
+
+    assert mail_send(sendgrid_sandbox.url, body).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"attachments": [{"content": "aGVsbG8="}]}, "attachments.0.filename"),
+        ({"asm": {"groups_to_display": [1]}}, "asm.group_id"),
+        ({"ip_pool_name": "x"}, "ip_pool_name"),
+        ({"send_at": "soon"}, "send_at"),
+        (
+            {"tracking_settings": {"click_tracking": {"enable": "yes"}}},
+            "tracking_settings.click_tracking.enable",
+        ),
+        ({"reply_to_list": [{"name": "no address"}]}, "reply_to_list.0.email"),
+    ],
+)
+def test_what_only_the_published_schema_says_is_refused_too(
+    sendgrid_sandbox: Any, changes: dict[str, Any], field: str
+) -> None:
+    errors = assert_sendgrid_errors(mail_send(sendgrid_sandbox.url, good_body(**changes)), 400)
+
+    assert field in [error["field"] for error in errors], errors
+
+
+def test_each_personalization_is_its_own_message_with_its_substitutions(sendgrid_sandbox: Any) -> None:
+    body = good_body(
+        personalizations=[
+            personalization(
+                n,
+                subject=f"Order -ref- for buyer {n}",
+                substitutions={
+                    "-ref-": f"REF{n}",
+                    "-name-": f"Buyer {n}",
+                    "-note-": "-name- stays as written",
+                },
+                custom_args={"order_id": f"order-{n}"},
+                headers={"X-Idempotency-Key": f"key-{n}"},
+            )
+            for n in range(3)
+        ],
+        content=[
+            {"type": "text/plain", "value": "Hi -name-, order -ref-. -note-"},
+            {"type": "text/html", "value": "<p>Hi -name-, order -ref-.</p>"},
+        ],
+    )
+
+    response = mail_send(sendgrid_sandbox.url, body)
+
+    assert response.status_code == 202
+    message_id = response.headers["X-Message-Id"]
+    messages = sendgrid_sandbox.messages()
+    assert [m["id"] for m in messages] == [f"{message_id}.{n}" for n in range(3)]
+    for n, message in enumerate(messages):
+        assert message["to"] == [f"buyer{n}@example.com"]
+        assert message["subject"] == f"Order REF{n} for buyer {n}"
+        assert message["text"] == f"Hi Buyer {n}, order REF{n}. -name- stays as written"
+        assert message["html"] == f"<p>Hi Buyer {n}, order REF{n}.</p>"
+        # the request-level custom_args, overridden per personalization
+        assert message["custom_args"] == {"order_id": f"order-{n}", "idempotency_key": "key-1"}
+        assert message["mail_headers"] == {"X-Idempotency-Key": f"key-{n}"}
+        assert message["request"] == {"x_message_id": message_id, "personalizations": 3, "index": n}
+        others = [f"buyer{m}@" for m in range(3) if m != n] + [f"REF{m}" for m in range(3) if m != n]
+        assert [other for other in others if other in json.dumps(message)] == []
+    assert stats(sendgrid_sandbox)["messages"] == 3
