@@ -370,10 +370,29 @@ def _documented_errors(body: dict[str, Any]) -> list[dict[str, Any]]:
             _error("The reply_to email does not contain a valid address.", "reply_to.email", "reply_to")
         )
 
+    if reply_to is not None and body.get("reply_to_list") is not None:
+        errors.append(
+            _error(
+                "The reply_to and reply_to_list fields are mutually exclusive: use one of them.",
+                "reply_to_list",
+                "reply_to_list",
+            )
+        )
+
     template_id = body.get("template_id")
     if template_id is not None and (not isinstance(template_id, str) or not template_id):
         errors.append(_error("The template_id must be a string.", "template_id", "template_id"))
     has_template = bool(template_id)
+    if isinstance(template_id, str) and template_id.startswith("d-"):
+        errors += [
+            _error(
+                "Substitutions may not be used with dynamic templating",
+                f"personalizations.{index}.substitutions",
+                "personalizations.substitutions",
+            )
+            for index, item in enumerate(personalizations)
+            if isinstance(item, dict) and item.get("substitutions")
+        ]
     subject = body.get("subject")
     every_personalization_has_subject = bool(personalizations) and all(
         isinstance(item, dict) and item.get("subject") for item in personalizations

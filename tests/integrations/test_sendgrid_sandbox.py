@@ -493,9 +493,20 @@ def test_a_personalization_at_the_limits_is_accepted(sendgrid_sandbox: Any) -> N
             "tracking_settings.click_tracking.enable",
         ),
         ({"reply_to_list": [{"name": "no address"}]}, "reply_to_list.0.email"),
+        (
+            {"reply_to": {"email": "a@example.com"}, "reply_to_list": [{"email": "b@example.com"}]},
+            "reply_to_list",
+        ),
+        (
+            {
+                "template_id": "d-0123456789abcdef",
+                "personalizations": [personalization(1, substitutions={"-name-": "Ada"})],
+            },
+            "personalizations.0.substitutions",
+        ),
     ],
 )
-def test_what_only_the_published_schema_says_is_refused_too(
+def test_what_the_schema_and_the_documented_rules_say_is_refused_too(
     sendgrid_sandbox: Any, changes: dict[str, Any], field: str
 ) -> None:
     errors = assert_sendgrid_errors(mail_send(sendgrid_sandbox.url, good_body(**changes)), 400)
