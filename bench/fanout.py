@@ -184,6 +184,55 @@ class Managed:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
+class QueueSampler:
+    """Samples, every `interval` seconds on a thread of its own, how much work is waiting: the
+    ledger's unfinished deliveries of the measured orders (pending, retrying or in flight), the
+    outbox entries not relayed yet, and the broker's queued tasks. Its own CPU time is kept apart
+    (`cpu_s`) so that it is not counted as the payer's."""
+
+    def __init__(self, order_ids: list[Any], interval: float = 0.5) -> None:
+        self.order_ids, self.interval = order_ids, interval
+        self.samples: list[dict[str, Any]] = []
+        self.cpu_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="queue-sampler", daemon=True)
+
+    def start(self) -> QueueSampler:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self.samples
+
+    def _run(self) -> None:
+        from django.db import connection
+        from django_q.brokers import get_broker
+
+        from integrations.models import Delivery, DeliveryState
+        from orders.models import OutboxEntry
+
+        unfinished = (DeliveryState.PENDING, DeliveryState.RETRYING, DeliveryState.IN_FLIGHT)
+        broker = get_broker()
+        try:
+            while not self._stop.is_set():
+                cpu = time.thread_time()
+                self.samples.append(
+                    {
+                        "t_s": round(time.monotonic() - self._started, 2),
+                        "deliveries_unfinished": Delivery.objects.filter(state__in=unfinished).count(),
+                        "outbox_unrelayed": OutboxEntry.objects.filter(relayed_at__isnull=True).count(),
+                        "broker_tasks": broker.queue_size(),
+                    }
+                )
+                self.cpu_s += time.thread_time() - cpu
+                self._stop.wait(self.interval)
+        finally:
+            connection.close()
+
+
 # --- the database -------------------------------------------------------------------------------
 @contextlib.contextmanager
 def database(url: str | None, workdir: Path) -> Iterator[tuple[dict[str, str], str]]:
@@ -395,6 +444,7 @@ def measure(
     servers_before = {"postgres": cpu_by_command("postgres"), "redis": cpu_by_command("redis-server")}
     machine_before, load_before = cpu_busy_total(), os.getloadavg()[0]
 
+    sampler = QueueSampler(measured).start()
     print(
         f"paying {len(measured)} orders {'as fast as possible' if not args.rate else f'at {args.rate}/s'}..."
     )
@@ -427,7 +477,8 @@ def measure(
     wait_for(all_done, seconds=args.deadline, what="every delivery", interval=0.25)
     elapsed = time.monotonic() - start
     cpu_after = cpu_by_process_group()
-    cpu = {"bench (payer)": sum(os.times()[:2]) - self_before}
+    samples = sampler.stop()
+    cpu = {"bench (payer)": sum(os.times()[:2]) - self_before - sampler.cpu_s}
     for name, process in by_name.items():
         assert process.process is not None
         pgid = process.process.pid
@@ -543,6 +594,18 @@ def measure(
         },
         # What one order costs the whole stack in CPU, and the rate that would fill every core.
         "cpu_ms_per_order": round(1000 * ours / len(measured), 1),
+        "cpu_ms_per_order_by_process": {
+            name: round(1000 * seconds / len(measured), 2)
+            for name, seconds in cpu.items()
+            if name != "everything else on the machine"
+        },
+        "p95_paid_to_email_s": per_integration["email"]["p95_s"],
+        "queue": {
+            "interval_s": sampler.interval,
+            "max_deliveries_unfinished": max((q["deliveries_unfinished"] for q in samples), default=0),
+            "max_broker_tasks": max((q["broker_tasks"] for q in samples), default=0),
+            "samples": samples,
+        },
         "cpu_bound_ceiling_orders_per_s": round((os.cpu_count() or 1) * len(measured) / ours, 0),
         "profile": profiles,
         "sns": sns,
@@ -652,6 +715,14 @@ def print_table(result: dict[str, Any]) -> None:
             f"  {name:<10}{lag['p50_s']:8.2f}{lag['p95_s']:8.2f}{lag['p99_s']:8.2f}{lag['max_s']:8.2f}"
             f"{lag['done_after_s']:10.2f}{lag['attempts']:10d}"
         )
+    print(f"  p95 paid → email  {result['p95_paid_to_email_s']:8.3f} s")
+    queue = result["queue"]
+    series = queue["samples"][:: max(1, len(queue["samples"]) // 20)]
+    print(
+        f"  queue (unfinished deliveries / broker tasks, every {queue['interval_s'] * max(1, len(queue['samples']) // 20):.1f} s):"
+        f" max {queue['max_deliveries_unfinished']} / {queue['max_broker_tasks']}"
+    )
+    print("    " + " ".join(f"{q['deliveries_unfinished']}/{q['broker_tasks']}" for q in series))
     s = result["sheets"]
     print()
     print(
@@ -662,6 +733,10 @@ def print_table(result: dict[str, Any]) -> None:
     window, available = cpu.pop("window_s"), cpu.pop("available")
     print(f"  cpu seconds over the {window:.1f} s window ({available:.0f} available):")
     print("    " + " · ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()))
+    print(
+        "  CPU-ms per order: "
+        + " · ".join(f"{name} {ms:.2f}" for name, ms in result["cpu_ms_per_order_by_process"].items())
+    )
     print(
         f"  {result['cpu_ms_per_order']} CPU-ms per order for the whole stack:"
         f" all cores busy at {result['cpu_bound_ceiling_orders_per_s']:.0f} orders/s"

@@ -57,7 +57,9 @@ class DjangoOrderRepository:
         order.pending_events.clear()
 
     def save(self, order: Order, *, outbox: Sequence[OutboxMessage] = ()) -> None:
-        with transaction.atomic():
+        # No savepoint inside the caller's transaction (the services' `_apply` has one): a failure
+        # here fails the caller's whole write, which is what it would do anyway.
+        with transaction.atomic(savepoint=False):
             fields = self._order_fields(order)
             # Lines are fixed when the order is placed; the rest may change.
             changed = models.Order.objects.filter(id=order.id, version=order.version).update(
