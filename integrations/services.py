@@ -311,6 +311,10 @@ def _dispatch_loop(
         if not claimed:
             break
         _deliver(adapter, claimed, breaker, report)
+        linger = config.get("linger_seconds") or 0.0
+        if linger and len(claimed) < size and time.monotonic() + linger < deadline:
+            # Less than a full batch was due: let the next one gather (see DELIVERY_LINGER_SECONDS).
+            _pause.wait(linger)
 
 
 def _due_enough(integration: str, config: dict[str, Any]) -> bool:
@@ -494,8 +498,9 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
     if failed:
         Delivery.objects.bulk_update(failed, _FAILURE_FIELDS)
     report.outcomes.extend(results)
-    # The orders' pages show their email's state; /ops/ every delivery's.
-    live.publish(live.OPS, *{live.order_channel(d.order_id) for d in claimed})
+    # The orders' pages show their email's state; /ops/ every delivery's (a sheet row or a
+    # notification changes nothing on an order's page: no write per order for them).
+    live.publish(live.OPS, *{live.order_channel(d.order_id) for d in claimed if d.integration == "email"})
     _report(claimed, now)
 
 

@@ -70,7 +70,9 @@ class DjangoOrderRepository:
                     raise ConcurrentUpdate(order.id, order.version)
                 raise OrderNotFound(order.id)
             self._write_events_and_outbox(order, outbox)
-        live.publish_order(order.id)  # once committed: the order page and /ops/ look again
+        # Once committed: the order page looks again, and /ops/ too, unless outbox entries were
+        # written: then the relay tells /ops/ once their deliveries exist (one write, not two).
+        live.publish_order(order.id, ops=not outbox)
         order.version += 1
         order.pending_events.clear()
 
@@ -152,7 +154,20 @@ class DjangoOrderRepository:
         rows = models.OutboxEntry.objects.filter(relayed_at__isnull=True)
         if order_ids is not None:
             rows = rows.filter(order_id__in=order_ids)
-        return [self._outbox_message(row) for row in rows.order_by("created_at", "order_version")[:limit]]
+        # Tuples, not model instances: the relay reads these on every payment.
+        return [
+            OutboxMessage(
+                id=id_,
+                order_id=order_id,
+                event_type=event_type,
+                order_version=order_version,
+                payload=payload,
+                created_at=created_at,
+            )
+            for id_, order_id, event_type, order_version, payload, created_at in rows.order_by(
+                "created_at", "order_version"
+            ).values_list("id", "order_id", "event_type", "order_version", "payload", "created_at")[:limit]
+        ]
 
     def outbox_mark_relayed(self, messages: Sequence[OutboxMessage]) -> None:
         models.OutboxEntry.objects.filter(
