@@ -195,7 +195,7 @@ def request_dispatch(integrations: Sequence[str]) -> None:
 
     The mark `dispatch-queued:<name>` lives while a task is queued and while it runs: the task
     takes it away only once nothing is due, and looks once more after that (see
-    `_dispatch_until_idle`), so work committed before this call is never left behind, and a
+    `deliveries_dispatch`), so work committed before this call is never left behind, and a
     stream of payments makes one long dispatcher per integration, not one task per order.
     One read of every mark first (one round trip), then an `add` only for those not set.
     """
