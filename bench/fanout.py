@@ -184,6 +184,99 @@ class Managed:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
+def backend_cpu(database: str) -> dict[int, float]:
+    """CPU seconds (user + system) of each PostgreSQL backend serving `database` (its process
+    title names it): other databases on the same server, other benchmarks', are left out."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            title = cmdline.read_bytes().decode(errors="replace")
+            if not title.startswith("postgres:") or f" {database} " not in title:
+                continue
+            fields = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        found[int(cmdline.parent.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+class BackendMeter:
+    """The CPU our database's backends spend from `start()` on: sampled with the queue (a
+    backend that exits between two samples loses what it spent since the last one; the
+    connections here are persistent, CONN_MAX_AGE)."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+
+    def start(self) -> BackendMeter:
+        self.first = backend_cpu(self.database)
+        self.last = dict(self.first)
+        return self
+
+    def sample(self) -> None:
+        self.last.update(backend_cpu(self.database))
+
+    def seconds(self) -> float:
+        self.sample()
+        return sum(cpu - self.first.get(pid, 0.0) for pid, cpu in self.last.items())
+
+
+class QueueSampler:
+    """Samples, every `interval` seconds on a thread of its own, how much work is waiting: the
+    ledger's unfinished deliveries of the measured orders (pending, retrying or in flight), the
+    outbox entries not relayed yet, and the broker's queued tasks. Its own CPU time is kept apart
+    (`cpu_s`) so that it is not counted as the payer's."""
+
+    def __init__(
+        self, order_ids: list[Any], interval: float = 0.5, backends: BackendMeter | None = None
+    ) -> None:
+        self.order_ids, self.interval, self.backends = order_ids, interval, backends
+        self.samples: list[dict[str, Any]] = []
+        self.cpu_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="queue-sampler", daemon=True)
+
+    def start(self) -> QueueSampler:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self.samples
+
+    def _run(self) -> None:
+        from django.db import connection
+        from django_q.brokers import get_broker
+
+        from integrations.models import Delivery, DeliveryState
+        from orders.models import OutboxEntry
+
+        unfinished = (DeliveryState.PENDING, DeliveryState.RETRYING, DeliveryState.IN_FLIGHT)
+        broker = get_broker()
+        try:
+            while not self._stop.is_set():
+                cpu = time.thread_time()
+                self.samples.append(
+                    {
+                        "t_s": round(time.monotonic() - self._started, 2),
+                        "deliveries_unfinished": Delivery.objects.filter(state__in=unfinished).count(),
+                        "outbox_unrelayed": OutboxEntry.objects.filter(relayed_at__isnull=True).count(),
+                        "broker_tasks": broker.queue_size(),
+                    }
+                )
+                if self.backends is not None:
+                    self.backends.sample()
+                self.cpu_s += time.thread_time() - cpu
+                self._stop.wait(self.interval)
+        finally:
+            connection.close()
+
+
 # --- the database -------------------------------------------------------------------------------
 @contextlib.contextmanager
 def database(url: str | None, workdir: Path) -> Iterator[tuple[dict[str, str], str]]:
@@ -395,6 +488,10 @@ def measure(
     servers_before = {"postgres": cpu_by_command("postgres"), "redis": cpu_by_command("redis-server")}
     machine_before, load_before = cpu_busy_total(), os.getloadavg()[0]
 
+    backends = (
+        BackendMeter(settings.DATABASES["default"]["NAME"]).start() if db_kind == "postgresql" else None
+    )
+    sampler = QueueSampler(measured, backends=backends).start()
     print(
         f"paying {len(measured)} orders {'as fast as possible' if not args.rate else f'at {args.rate}/s'}..."
     )
@@ -427,14 +524,21 @@ def measure(
     wait_for(all_done, seconds=args.deadline, what="every delivery", interval=0.25)
     elapsed = time.monotonic() - start
     cpu_after = cpu_by_process_group()
-    cpu = {"bench (payer)": sum(os.times()[:2]) - self_before}
+    samples = sampler.stop()
+    cpu = {"bench (payer)": sum(os.times()[:2]) - self_before - sampler.cpu_s}
     for name, process in by_name.items():
         assert process.process is not None
         pgid = process.process.pid
         cpu[name] = cpu_after.get(pgid, 0.0) - cpu_before.get(pgid, 0.0)
+    server_pg = None
     if db_kind == "postgresql":
-        cpu["postgres (all backends)"] = cpu_by_command("postgres") - servers_before["postgres"]
+        assert backends is not None
+        cpu["postgres (this database's backends)"] = backends.seconds()
+        # The whole server (other databases' backends, other benchmarks', and its own writers):
+        # for reference only, not in the sum.
+        server_pg = cpu_by_command("postgres") - servers_before["postgres"]
     if args.redis_url:
+        # Shared with whatever else uses this Redis server: an upper bound of ours.
         cpu["redis-server"] = cpu_by_command("redis-server") - servers_before["redis"]
     # Anything else that ran on the machine meanwhile (another benchmark, a test suite) skews the
     # figures: say how much CPU it took.
@@ -536,6 +640,7 @@ def measure(
             "rows": sheet_rows,
         },
         "sendgrid": {"calls": sendgrid["calls"] - sendgrid_before["calls"], "messages": sendgrid["messages"]},
+        "postgres_server_cpu_s_all_databases": None if server_pg is None else round(server_pg, 2),
         "cpu_s": {
             "window_s": round(elapsed, 2),
             "available": round(elapsed * (os.cpu_count() or 1), 1),
@@ -543,6 +648,18 @@ def measure(
         },
         # What one order costs the whole stack in CPU, and the rate that would fill every core.
         "cpu_ms_per_order": round(1000 * ours / len(measured), 1),
+        "cpu_ms_per_order_by_process": {
+            name: round(1000 * seconds / len(measured), 2)
+            for name, seconds in cpu.items()
+            if name != "everything else on the machine"
+        },
+        "p95_paid_to_email_s": per_integration["email"]["p95_s"],
+        "queue": {
+            "interval_s": sampler.interval,
+            "max_deliveries_unfinished": max((q["deliveries_unfinished"] for q in samples), default=0),
+            "max_broker_tasks": max((q["broker_tasks"] for q in samples), default=0),
+            "samples": samples,
+        },
         "cpu_bound_ceiling_orders_per_s": round((os.cpu_count() or 1) * len(measured) / ours, 0),
         "profile": profiles,
         "sns": sns,
@@ -652,6 +769,14 @@ def print_table(result: dict[str, Any]) -> None:
             f"  {name:<10}{lag['p50_s']:8.2f}{lag['p95_s']:8.2f}{lag['p99_s']:8.2f}{lag['max_s']:8.2f}"
             f"{lag['done_after_s']:10.2f}{lag['attempts']:10d}"
         )
+    print(f"  p95 paid → email  {result['p95_paid_to_email_s']:8.3f} s")
+    queue = result["queue"]
+    series = queue["samples"][:: max(1, len(queue["samples"]) // 20)]
+    print(
+        f"  queue (unfinished deliveries / broker tasks, every {queue['interval_s'] * max(1, len(queue['samples']) // 20):.1f} s):"
+        f" max {queue['max_deliveries_unfinished']} / {queue['max_broker_tasks']}"
+    )
+    print("    " + " ".join(f"{q['deliveries_unfinished']}/{q['broker_tasks']}" for q in series))
     s = result["sheets"]
     print()
     print(
@@ -662,6 +787,10 @@ def print_table(result: dict[str, Any]) -> None:
     window, available = cpu.pop("window_s"), cpu.pop("available")
     print(f"  cpu seconds over the {window:.1f} s window ({available:.0f} available):")
     print("    " + " · ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()))
+    print(
+        "  CPU-ms per order: "
+        + " · ".join(f"{name} {ms:.2f}" for name, ms in result["cpu_ms_per_order_by_process"].items())
+    )
     print(
         f"  {result['cpu_ms_per_order']} CPU-ms per order for the whole stack:"
         f" all cores busy at {result['cpu_bound_ceiling_orders_per_s']:.0f} orders/s"

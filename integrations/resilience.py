@@ -63,8 +63,13 @@ class CircuitBreaker:
     def snapshot(self) -> BreakerState:
         return self._load()
 
-    def allow(self) -> str:
-        """May a call be made now: "closed" (yes), "probe" (one small call, half-open) or "open"."""
+    def allow(self, seen: BreakerState | None = None) -> str:
+        """May a call be made now: "closed" (yes), "probe" (one small call, half-open) or "open".
+
+        `seen`: the state just read (`Pause.read_with`); a closed circuit then answers without
+        the lock or another read (only a change of state needs the lock)."""
+        if seen is not None and seen.state == CircuitState.CLOSED:
+            return "closed"
         now = time.time()
         with shared_lock(self.key):
             current = self._load()
@@ -183,6 +188,12 @@ class Pause:
     def remaining(self) -> float:
         until = shared_cache().get(self.key) or 0.0
         return max(0.0, until - time.time())
+
+    def read_with(self, breaker: CircuitBreaker) -> tuple[float, BreakerState]:
+        """The pause's end (a time.time(), 0 if none) and the breaker's state, in one read."""
+        found = shared_cache().get_many([self.key, breaker.key])
+        raw = found.get(breaker.key)
+        return found.get(self.key) or 0.0, BreakerState(**raw) if raw else BreakerState(recent=[])
 
     def extend(self, seconds: float) -> None:
         until = time.time() + seconds

@@ -127,20 +127,14 @@ def outbox_relay(
             for name, config in settings.INTEGRATIONS.items()
             if message.event_type in config["events"]
         ]
-        with transaction.atomic():
-            keys = [row.idempotency_key for row in rows]
-            existing = set(
-                Delivery.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True)
-            )
-            new = [row for row in rows if row.idempotency_key not in existing]
-            Delivery.objects.bulk_create(new, ignore_conflicts=True)
-            if new:
-                live.publish(live.OPS)
+        inserted = _insert_new(rows)
+        if inserted:
+            live.publish(live.OPS)
         # After the deliveries are committed, not inside their transaction: the order store may be
         # another database (DynamoDB), and its calls must not hold SQLite's one write lock.
         repository.outbox_mark_relayed(messages)
-        created += len(new)
-        touched |= {row.integration for row in new}
+        created += len(inserted)
+        touched |= {row.integration for row in rows if row.idempotency_key in inserted}
         if len(messages) < limit:
             break
     if dispatch and touched:
@@ -148,21 +142,75 @@ def outbox_relay(
     return created
 
 
+def _insert_new(rows: list[Delivery]) -> set[str]:
+    """Insert the ledger rows whose idempotency key is not there yet; returns the keys inserted.
+
+    One `INSERT ... ON CONFLICT DO NOTHING RETURNING` per chunk (PostgreSQL and SQLite alike):
+    a row another relay made first is skipped by the unique key, with no read before."""
+    if not rows:
+        return set()
+    meta = Delivery._meta
+    quote = connection.ops.quote_name
+    fields = list(meta.concrete_fields)
+    per_statement = max(1, connection.ops.bulk_batch_size(fields, rows))
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    inserted: set[str] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            params: list[Any] = []
+            for row in chunk:
+                params += [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
+            cursor.execute(
+                f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"  # noqa: S608 - names, not input
+                f" VALUES {', '.join([row_sql] * len(chunk))}"
+                f" ON CONFLICT DO NOTHING RETURNING {quote('idempotency_key')}",
+                params,
+            )
+            inserted.update(key for (key,) in cursor.fetchall())
+    return inserted
+
+
 def outbox_kick(order_ids: Sequence[uuid.UUID]) -> None:
     """The outbox commit hook: relay these orders' entries now rather than at the next sweep."""
     outbox_relay(order_ids=order_ids)
 
 
+def _queued_key(integration: str) -> str:
+    return f"dispatch-queued:{integration}"
+
+
+# How long a "dispatch queued or running" mark lasts: beyond a dispatch task's budget, so a
+# running dispatcher keeps it; a lost task's mark expires and the sweep asks again.
+DISPATCH_MARK_SECONDS = 30
+
+
+def dispatch_mark(integration: str) -> None:
+    """Mark a dispatcher of `integration` as running, for DISPATCH_MARK_SECONDS from now."""
+    shared_cache().set(_queued_key(integration), 1, timeout=DISPATCH_MARK_SECONDS)
+
+
 def request_dispatch(integrations: Sequence[str]) -> None:
-    """Queue one dispatch task per integration, unless one is queued and not started yet."""
+    """Queue one dispatch task per integration, unless one is queued or running already.
+
+    The mark `dispatch-queued:<name>` lives while a task is queued and while it runs: the task
+    takes it away only once nothing is due, and looks once more after that (see
+    `deliveries_dispatch`), so work committed before this call is never left behind, and a
+    stream of payments makes one long dispatcher per integration, not one task per order.
+    One read of every mark first (one round trip), then an `add` only for those not set.
+    """
     from django_q.tasks import async_task
 
+    cache = shared_cache()
+    marked = cache.get_many([_queued_key(name) for name in integrations])
     for name in integrations:
-        if shared_cache().add(f"dispatch-queued:{name}", 1, timeout=30):
+        if _queued_key(name) in marked:
+            continue
+        if cache.add(_queued_key(name), 1, timeout=DISPATCH_MARK_SECONDS):
             try:
                 async_task("integrations.tasks.dispatch", name, task_name=f"dispatch {name}", group="fanout")
             except Exception:
-                shared_cache().delete(f"dispatch-queued:{name}")
+                cache.delete(_queued_key(name))
                 logger.exception("Could not queue dispatch of %s; the sweep will", name)
 
 
@@ -186,7 +234,6 @@ def deliveries_dispatch(
     budget_seconds: float = DISPATCH_BUDGET_SECONDS,
 ) -> DispatchReport:
     """Deliver what is due for `integration` until nothing is due or the budget is spent."""
-    shared_cache().delete(f"dispatch-queued:{integration}")  # new work now queues a new task
     adapter = adapter or get_adapter(integration)
     config = integration_config(integration)
     breaker = CircuitBreaker(integration)
@@ -196,18 +243,37 @@ def deliveries_dispatch(
         else None
     )
     report = DispatchReport(integration=integration)
-    if not config.get("exclusive"):
-        _dispatch_loop(integration, adapter, config, breaker, limiter, report, budget_seconds)
-        return report
-    # One dispatcher at a time (Sheets has no idempotent append: two at once could both add a row).
-    with exclusive(
-        f"dispatch:{integration}", seconds=budget_seconds + settings.DELIVERY_LEASE_SECONDS
-    ) as held:
-        if held:
-            _dispatch_loop(integration, adapter, config, breaker, limiter, report, budget_seconds)
+    deadline = time.monotonic() + budget_seconds
+    while True:
+        if not config.get("exclusive"):
+            _dispatch_loop(integration, adapter, config, breaker, limiter, report, deadline)
         else:
-            report.waited_for = "another dispatcher"
-    return report
+            # One dispatcher at a time (Sheets has no idempotent append: two at once could both
+            # add a row). Released before the last look below, so a task queued after it finds
+            # the integration free.
+            with exclusive(
+                f"dispatch:{integration}", seconds=budget_seconds + settings.DELIVERY_LEASE_SECONDS
+            ) as held:
+                if held:
+                    _dispatch_loop(integration, adapter, config, breaker, limiter, report, deadline)
+                else:
+                    report.waited_for = "another dispatcher"
+        # New work now queues a new task. Work committed before this line found the mark set and
+        # queued nothing: the last look below finds it.
+        shared_cache().delete(_queued_key(integration))
+        if report.waited_for or time.monotonic() >= deadline:
+            return report  # a pause, an open circuit, the budget: the sweep asks again later
+        if not _due(integration).exists():
+            return report
+        if not shared_cache().add(_queued_key(integration), 1, timeout=DISPATCH_MARK_SECONDS):
+            return report  # a task was queued meanwhile: it takes the rest
+
+
+def _due(integration: str) -> Any:
+    """Due deliveries of one integration: unfinished, next attempt now or past."""
+    return Delivery.objects.filter(
+        integration=integration, state__in=CLAIMABLE_STATES, next_attempt_at__lte=timezone.now()
+    )
 
 
 def _dispatch_loop(
@@ -217,16 +283,18 @@ def _dispatch_loop(
     breaker: CircuitBreaker,
     limiter: RateLimiter | None,
     report: DispatchReport,
-    budget_seconds: float,
+    deadline: float,
 ) -> None:
-    deadline = time.monotonic() + budget_seconds
+    """Claim and deliver batches until nothing is due, the deadline, or a reason to wait
+    (report.waited_for). One shared-cache read per batch for the pause and the circuit."""
     while time.monotonic() < deadline:
-        if Pause(integration).remaining() > 0:
+        pause_until, breaker_state = Pause(integration).read_with(breaker)
+        if pause_until > time.time():
             report.waited_for = "paused"
             break
-        if not _due_enough(integration, config):
+        if config.get("flush_seconds") and not _due_enough(integration, config):
             break
-        mode = breaker.allow()
+        mode = breaker.allow(breaker_state)
         if mode == "open":
             report.waited_for = "circuit open"
             break
@@ -243,18 +311,17 @@ def _dispatch_loop(
         if not claimed:
             break
         _deliver(adapter, claimed, breaker, report)
+        linger = config.get("linger_seconds") or 0.0
+        if linger and len(claimed) < size and time.monotonic() + linger < deadline:
+            # Less than a full batch was due: let the next one gather (see DELIVERY_LINGER_SECONDS).
+            _pause.wait(linger)
 
 
 def _due_enough(integration: str, config: dict[str, Any]) -> bool:
-    """Is anything due? For a batching integration (flush_seconds), wait until a full batch is
-    due or the oldest due delivery has waited flush_seconds."""
-    due = Delivery.objects.filter(
-        integration=integration, state__in=CLAIMABLE_STATES, next_attempt_at__lte=timezone.now()
-    )
-    flush = config.get("flush_seconds")
-    if not flush:
-        return due.exists()
-    summary = due.aggregate(count=Count("id"), oldest=Min("next_attempt_at"))
+    """For a batching integration (flush_seconds): is a full batch due, or has the oldest due
+    delivery waited flush_seconds? Waits for the rest of that time if need be."""
+    flush = config["flush_seconds"]
+    summary = _due(integration).aggregate(count=Count("id"), oldest=Min("next_attempt_at"))
     if not summary["count"]:
         return False
     if summary["count"] >= config.get("batch", 1):
@@ -265,25 +332,47 @@ def _due_enough(integration: str, config: dict[str, Any]) -> bool:
     return True
 
 
+def _claim_sql(size: int) -> str:
+    """One statement that claims up to `size` due deliveries and returns them: the due ones
+    (unfinished state, next attempt due, oldest due first; on PostgreSQL locked rows of another
+    dispatcher are skipped) become in flight under a lease with one more attempt spent."""
+    meta = Delivery._meta
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    columns = [field.column for field in meta.concrete_fields]
+    skip_locked = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    return (
+        f"UPDATE {table} SET {quote('state')} = %s, {quote('attempts')} = {quote('attempts')} + 1,"  # noqa: S608 - names, not input
+        f" {quote('lease_expires_at')} = %s, {quote('updated_at')} = %s"
+        f" WHERE {quote('id')} IN ("
+        f"SELECT {quote('id')} FROM {table}"
+        f" WHERE {quote('integration')} = %s AND {quote('state')} IN (%s, %s)"
+        f" AND {quote('next_attempt_at')} <= %s"
+        f" ORDER BY {quote('next_attempt_at')}, {quote('created_at')} LIMIT {int(size)}{skip_locked})"
+        f" RETURNING {', '.join(quote(c) for c in columns)}"
+    )
+
+
 def _claim(integration: str, size: int) -> list[Delivery]:
-    """Take up to `size` due deliveries: in flight under a lease, one more attempt spent."""
+    """Take up to `size` due deliveries in one statement: in flight under a lease, one more
+    attempt spent. Returned oldest due first."""
     now = timezone.now()
+    lease = now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
+    sql = _claim_sql(size)
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [
+        DeliveryState.IN_FLIGHT,
+        adapt(lease),
+        adapt(now),
+        integration,
+        *CLAIMABLE_STATES,
+        adapt(now),
+    ]
     with transaction.atomic():
-        due = Delivery.objects.filter(
-            integration=integration, state__in=CLAIMABLE_STATES, next_attempt_at__lte=now
-        ).order_by("next_attempt_at", "created_at")
-        if connection.features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True)
-        claimed = list(due[:size])
-        if not claimed:
-            return []
-        lease = now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
-        for delivery in claimed:
-            delivery.state = DeliveryState.IN_FLIGHT
-            delivery.attempts += 1
-            delivery.lease_expires_at = lease
-            delivery.updated_at = now  # bulk_update does not apply auto_now
-        Delivery.objects.bulk_update(claimed, ["state", "attempts", "lease_expires_at", "updated_at"])
+        claimed = list(Delivery.objects.raw(sql, params))
+    for delivery in claimed:
+        delivery._state.adding = False
+    claimed.sort(key=lambda d: (d.next_attempt_at, d.created_at))
     return claimed
 
 
@@ -341,9 +430,29 @@ def _deliver(
         Pause(adapter.name).extend(backoff)
 
 
+_FAILURE_FIELDS = [
+    "state",
+    "external_id",
+    "succeeded_at",
+    "dead_at",
+    "lease_expires_at",
+    "last_error_at",
+    "last_error_class",
+    "last_error_message",
+    "last_provider_status",
+    "next_attempt_at",
+    "latency_ms",
+    "updated_at",
+]
+
+
 def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: DispatchReport) -> None:
+    """Settle a batch: the successes in one UPDATE (their external ids in one CASE), the
+    failures (rare) with bulk_update."""
     by_id = {o.delivery_id: o for o in results}
     now = timezone.now()
+    succeeded: list[Delivery] = []
+    failed: list[Delivery] = []
     for delivery in claimed:
         outcome = by_id[delivery.id]
         retry = integration_config(delivery.integration)["retry"]
@@ -356,7 +465,9 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
             delivery.external_id = outcome.external_id[:255]
             delivery.succeeded_at = now
             report.succeeded += 1
+            succeeded.append(delivery)
             continue
+        failed.append(delivery)
         error = outcome.error
         assert error is not None  # noqa: S101 - not ok means an error
         delivery.last_error_at = now
@@ -382,30 +493,47 @@ def _record(claimed: list[Delivery], results: list[DeliveryOutcome], report: Dis
             )
             delivery.next_attempt_at = now + timedelta(seconds=wait)
             report.retrying += 1
-    Delivery.objects.bulk_update(
-        claimed,
-        [
-            "state",
-            "external_id",
-            "succeeded_at",
-            "dead_at",
-            "lease_expires_at",
-            "last_error_at",
-            "last_error_class",
-            "last_error_message",
-            "last_provider_status",
-            "next_attempt_at",
-            "latency_ms",
-            "updated_at",
-        ],
-    )
+    if succeeded:
+        _settle_succeeded(succeeded, now)
+    if failed:
+        Delivery.objects.bulk_update(failed, _FAILURE_FIELDS)
     report.outcomes.extend(results)
-    # The orders' pages show their email's state; /ops/ every delivery's.
-    live.publish(live.OPS, *{live.order_channel(d.order_id) for d in claimed})
+    # The orders' pages show their email's state; /ops/ every delivery's (a sheet row or a
+    # notification changes nothing on an order's page: no write per order for them).
+    live.publish(live.OPS, *{live.order_channel(d.order_id) for d in claimed if d.integration == "email"})
     _report(claimed, now)
 
 
+def _settle_succeeded(deliveries: list[Delivery], now: datetime) -> None:
+    """One UPDATE for a batch of successes: the same state, times and latency for all, each its
+    own external id (a CASE on the primary key)."""
+    quote = connection.ops.quote_name
+    table = quote(Delivery._meta.db_table)
+    pk = Delivery._meta.pk
+    adapt = connection.ops.adapt_datetimefield_value
+    latency = deliveries[0].latency_ms
+    for start in range(0, len(deliveries), 400):  # 3 parameters a row: under SQLite's oldest limit
+        chunk = deliveries[start : start + 400]
+        ids = [pk.get_db_prep_value(d.id, connection) for d in chunk]
+        cases: list[Any] = []
+        for pk_value, delivery in zip(ids, chunk, strict=True):
+            cases += [pk_value, delivery.external_id]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET {quote('state')} = %s, {quote('succeeded_at')} = %s,"  # noqa: S608 - names, not input
+                f" {quote('updated_at')} = %s, {quote('lease_expires_at')} = NULL, {quote('latency_ms')} = %s,"
+                f" {quote('external_id')} = CASE {quote('id')}"
+                f" {' '.join(['WHEN %s THEN %s'] * len(chunk))} ELSE {quote('external_id')} END"
+                f" WHERE {quote('id')} IN ({', '.join(['%s'] * len(chunk))})",
+                [DeliveryState.SUCCEEDED, adapt(now), adapt(now), latency, *cases, *ids],
+            )
+
+
 GUEST_EMAIL_WINDOW_SECONDS = 3600
+
+
+def _guest_email_key(recipient: str) -> str:
+    return "guest-email:" + hashlib.sha256(recipient.encode()).hexdigest()[:40]
 
 
 def _skip_over_guest_email_limit(claimed: list[Delivery], report: DispatchReport) -> list[Delivery]:
@@ -414,94 +542,103 @@ def _skip_over_guest_email_limit(claimed: list[Delivery], report: DispatchReport
     are not limited). The rest are not sent and end `skipped` in the ledger with the reason:
     final, so neither retried nor dead-lettered (no alert to page anyone), and logged as a
     `delivery.skipped` event. Counted once per delivery, on its first attempt (a retry of a
-    counted one is not counted again, nor one staff asked to retry). Returns the deliveries to send."""
+    counted one is not counted again, nor one staff asked to retry). Returns the deliveries to send.
+
+    The whole batch is counted under one lock with one read and one write of the addresses'
+    windows (a sliding window per address in the shared cache, so every dispatcher counts the same)."""
     limit = settings.GUEST_EMAIL_MAX_PER_HOUR
     if limit <= 0:
         return claimed
-    send: list[Delivery] = []
-    skipped: list[Delivery] = []
+    counted: list[tuple[Delivery, str]] = []
     for delivery in claimed:
         order = delivery.payload.get("order") or {}
         recipient = str(order.get("email") or "").strip().lower()
         if (
-            delivery.integration != "email"
-            or delivery.attempts != 1
-            or delivery.earlier_attempts
-            or order.get("customer_id") is not None
-            or not recipient
-            or _guest_email_allowed(recipient, limit=limit)
+            delivery.integration == "email"
+            and delivery.attempts == 1
+            and not delivery.earlier_attempts
+            and order.get("customer_id") is None
+            and recipient
         ):
-            send.append(delivery)
-            continue
+            counted.append((delivery, _guest_email_key(recipient)))
+    if not counted:
+        return claimed
+    over = _guest_emails_take([key for _, key in counted], limit=limit)
+    skipped = [delivery for (delivery, _), refused in zip(counted, over, strict=True) if refused]
+    if not skipped:
+        return claimed
+    skipped_ids = {delivery.id for delivery in skipped}
+    now = timezone.now()
+    for delivery in skipped:
         delivery.state = DeliveryState.SKIPPED
         delivery.lease_expires_at = None
-        delivery.updated_at = timezone.now()  # bulk_update does not apply auto_now
+        delivery.updated_at = now  # bulk_update does not apply auto_now
         delivery.last_error_class = "GuestEmailLimit"
         delivery.last_error_message = (
             f"Skipped, not sent: {limit} emails to this guest address in the last hour already"
             " (GUEST_EMAIL_MAX_PER_HOUR)."
         )
-        skipped.append(delivery)
-    if skipped:
-        Delivery.objects.bulk_update(
-            skipped, ["state", "lease_expires_at", "last_error_class", "last_error_message", "updated_at"]
+    Delivery.objects.bulk_update(
+        skipped, ["state", "lease_expires_at", "last_error_class", "last_error_message", "updated_at"]
+    )
+    report.skipped += len(skipped)
+    for delivery in skipped:
+        logger.info(
+            "Skipped %s of order %s: over the guest email limit",
+            delivery.event_type,
+            delivery.order_id,
+            extra={
+                "event": "delivery.skipped",
+                "integration": delivery.integration,
+                "order_id": delivery.order_id,
+            },
         )
-        report.skipped += len(skipped)
-        for delivery in skipped:
-            logger.info(
-                "Skipped %s of order %s: over the guest email limit",
-                delivery.event_type,
-                delivery.order_id,
-                extra={
-                    "event": "delivery.skipped",
-                    "integration": delivery.integration,
-                    "order_id": delivery.order_id,
-                },
-            )
-    return send
+    return [delivery for delivery in claimed if delivery.id not in skipped_ids]
 
 
-def _guest_email_allowed(recipient: str, *, limit: int) -> bool:
-    """Take one of the address's `limit` emails of the last hour (a sliding window kept in the
-    shared cache, so every dispatcher counts the same); False when none is left."""
-    key = "guest-email:" + hashlib.sha256(recipient.encode()).hexdigest()[:40]
+def _guest_emails_take(keys: list[str], *, limit: int) -> list[bool]:
+    """Take one of each address's `limit` emails of the last hour, in order (an address may come
+    twice in a batch); True where none was left (not to be sent). One lock, one get_many and one
+    set_many for the whole batch."""
     now = time.time()
-    with shared_lock(key):
-        sent = [at for at in shared_cache().get(key) or [] if now - at < GUEST_EMAIL_WINDOW_SECONDS]
-        allowed = len(sent) < limit
-        if allowed:
-            sent.append(now)
-        shared_cache().set(key, sent, timeout=GUEST_EMAIL_WINDOW_SECONDS)
-    return allowed
+    cache = shared_cache()
+    refused: list[bool] = []
+    with shared_lock("guest-email"):
+        stored = cache.get_many(list(dict.fromkeys(keys)))
+        windows = {
+            key: [at for at in stored.get(key) or [] if now - at < GUEST_EMAIL_WINDOW_SECONDS] for key in keys
+        }
+        for key in keys:
+            allowed = len(windows[key]) < limit
+            if allowed:
+                windows[key].append(now)
+            refused.append(not allowed)
+        cache.set_many(windows, timeout=GUEST_EMAIL_WINDOW_SECONDS)
+    return refused
 
 
 def _report(claimed: list[Delivery], now: datetime) -> None:
-    """Log each outcome as a structured `delivery.outcome` event (monitoring counts them, keeps
-    the failures as errors and alerts on dead letters): a success at DEBUG with the lag from the
-    order event to the effect, a retry at INFO, a dead letter at WARNING.
+    """Log the outcomes as structured events (monitoring counts them, keeps the failures as
+    errors and alerts on dead letters): the successes of the batch as one `delivery.successes`
+    event at DEBUG with each one's lag from the order event to the effect, each retry at INFO
+    and each dead letter at WARNING as a `delivery.outcome` event.
 
     The lag is left out for a delivery staff sent again (a retry of a dead letter, a resend of
     the email): its order event may be hours old, and that is not a slow delivery."""
+    succeeded: dict[str, list[Delivery]] = {}
     for delivery in claimed:
+        if delivery.state == DeliveryState.SUCCEEDED:
+            succeeded.setdefault(delivery.integration, []).append(delivery)
+            continue
+        if delivery.state == DeliveryState.SKIPPED:
+            continue
         extra: dict[str, Any] = {
             "event": "delivery.outcome",
             "integration": delivery.integration,
             "order_id": delivery.order_id,
             "state": delivery.state,
+            "error_class": delivery.last_error_class or "DeliveryError",
         }
-        if delivery.state == DeliveryState.SUCCEEDED:
-            event_at = None if delivery.is_manual else _event_at(delivery.payload)
-            if event_at is not None:
-                extra["lag_ms"] = max(0.0, (now - event_at).total_seconds() * 1000)
-            logger.debug(
-                "%s delivered %s of order %s",
-                delivery.integration,
-                delivery.event_type,
-                delivery.order_id,
-                extra=extra,
-            )
-            continue
-        extra["error_class"] = delivery.last_error_class or "DeliveryError"
         logger.log(
             logging.WARNING if delivery.state == DeliveryState.DEAD else logging.INFO,
             "%s attempt %s of %s (%s): %s",
@@ -511,6 +648,25 @@ def _report(claimed: list[Delivery], now: datetime) -> None:
             delivery.state,
             delivery.last_error_message,
             extra=extra,
+        )
+    for integration, done in succeeded.items():
+        lags = []
+        for delivery in done:
+            event_at = None if delivery.is_manual else _event_at(delivery.payload)
+            if event_at is not None:
+                lags.append(max(0.0, (now - event_at).total_seconds() * 1000))
+        logger.debug(
+            "%s delivered %s (%s)",
+            integration,
+            len(done),
+            ", ".join(f"{d.event_type} of order {d.order_id}" for d in done[:5])
+            + (", ..." if len(done) > 5 else ""),
+            extra={
+                "event": "delivery.successes",
+                "integration": integration,
+                "count": len(done),
+                "lags_ms": lags,
+            },
         )
 
 

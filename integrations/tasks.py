@@ -6,6 +6,8 @@ from integrations import services
 
 
 def dispatch(integration: str) -> str:
+    # The task may have waited in the queue: its mark lasts from now (see request_dispatch).
+    services.dispatch_mark(integration)
     report = services.deliveries_dispatch(integration=integration)
     return (
         f"{integration}: {report.calls} call(s), {report.succeeded} succeeded, {report.retrying} retrying,"

@@ -16,6 +16,7 @@ knows and records them:
 | payment.review, payment.reversed, payment.disputed, refund.failed, refund.excess | order_id, error_class | an error (source payment) and an alert (subject payments) |
 | delivery.call | integration, latency_ms | timing delivery.call |
 | delivery.outcome | integration, order_id, state, lag_ms, error_class | counts delivery.attempts and delivery.<state>, timing delivery.lag; a retry or dead letter is an error, a dead letter an alert |
+| delivery.successes | integration, count, lags_ms | a batch's successes at once: counts delivery.attempts and delivery.succeeded, a delivery.lag timing per lag |
 | circuit.opened | integration | an alert |
 
 The same lines go on to the log handlers (console, CloudWatch) like any other.
@@ -91,6 +92,15 @@ def _delivery_outcome(record: logging.LogRecord) -> None:
         )
 
 
+def _delivery_successes(record: logging.LogRecord) -> None:
+    """A batch's successes in one record: the same figures as one `delivery.outcome` each."""
+    integration, n = str(record.integration), int(record.count)
+    recorder = _recorder()
+    recorder.count("delivery.attempts", label=integration, n=n)
+    recorder.count("delivery.succeeded", label=integration, n=n)
+    recorder.observe_many("delivery.lag", [float(lag) for lag in record.lags_ms], label=integration)
+
+
 def _webhook_refused(record: logging.LogRecord) -> None:
     _recorder().count("webhooks.refused")
 
@@ -120,6 +130,7 @@ EVENTS: dict[str, Callable[[logging.LogRecord], None]] = {
     "refund.excess": _payment_alert,
     "delivery.call": _delivery_call,
     "delivery.outcome": _delivery_outcome,
+    "delivery.successes": _delivery_successes,
     "circuit.opened": _circuit_opened,
 }
 

@@ -85,6 +85,21 @@ def count(name: str, *, label: str = "", n: int = 1) -> None:
     observe(name, None, label=label, n=n)
 
 
+def observe_many(name: str, values_ms: list[float], *, label: str = "") -> None:
+    """`observe` for many values of one figure at once (a batch's lags): one lock, one buffer row."""
+    if not settings.MONITORING_ENABLED or not values_ms:
+        return
+    key = (_minute(), name, label[:200])
+    with _lock:
+        row = _buffer.setdefault(key, _Sum())
+        for value in values_ms:
+            row.add(value, 1)
+    if settings.MONITORING_FLUSH_SECONDS <= 0:
+        flush()
+    else:
+        _ensure_flusher()
+
+
 def flush(*, quiet: bool = False) -> int:
     """Write the buffered figures out; returns how many rows were added to."""
     with _lock:

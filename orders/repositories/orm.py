@@ -57,7 +57,9 @@ class DjangoOrderRepository:
         order.pending_events.clear()
 
     def save(self, order: Order, *, outbox: Sequence[OutboxMessage] = ()) -> None:
-        with transaction.atomic():
+        # No savepoint inside the caller's transaction (the services' `_apply` has one): a failure
+        # here fails the caller's whole write, which is what it would do anyway.
+        with transaction.atomic(savepoint=False):
             fields = self._order_fields(order)
             # Lines are fixed when the order is placed; the rest may change.
             changed = models.Order.objects.filter(id=order.id, version=order.version).update(
@@ -68,7 +70,9 @@ class DjangoOrderRepository:
                     raise ConcurrentUpdate(order.id, order.version)
                 raise OrderNotFound(order.id)
             self._write_events_and_outbox(order, outbox)
-        live.publish_order(order.id)  # once committed: the order page and /ops/ look again
+        # Once committed: the order page looks again, and /ops/ too, unless outbox entries were
+        # written: then the relay tells /ops/ once their deliveries exist (one write, not two).
+        live.publish_order(order.id, ops=not outbox)
         order.version += 1
         order.pending_events.clear()
 
@@ -150,7 +154,20 @@ class DjangoOrderRepository:
         rows = models.OutboxEntry.objects.filter(relayed_at__isnull=True)
         if order_ids is not None:
             rows = rows.filter(order_id__in=order_ids)
-        return [self._outbox_message(row) for row in rows.order_by("created_at", "order_version")[:limit]]
+        # Tuples, not model instances: the relay reads these on every payment.
+        return [
+            OutboxMessage(
+                id=id_,
+                order_id=order_id,
+                event_type=event_type,
+                order_version=order_version,
+                payload=payload,
+                created_at=created_at,
+            )
+            for id_, order_id, event_type, order_version, payload, created_at in rows.order_by(
+                "created_at", "order_version"
+            ).values_list("id", "order_id", "event_type", "order_version", "payload", "created_at")[:limit]
+        ]
 
     def outbox_mark_relayed(self, messages: Sequence[OutboxMessage]) -> None:
         models.OutboxEntry.objects.filter(

@@ -369,3 +369,93 @@ def test_an_exclusive_integration_has_one_dispatcher_at_a_time(paid: Order) -> N
         integration="sheets", adapter=FakeAdapter(name="sheets"), budget_seconds=5
     )
     assert report.succeeded == 1
+
+
+class TestBulkDispatch:
+    """One dispatcher per integration while work is due, claims and settlements in bulk."""
+
+    def test_a_running_dispatcher_takes_later_work_and_no_task_is_queued_for_it(
+        self, place: Callable[..., Order], repository: OrderRepository
+    ) -> None:
+        from django_q.brokers import get_broker
+
+        def pay() -> None:
+            order = place()
+            order_services.order_transition(
+                repository=repository, order_id=order.id, to_status=OrderStatus.PAID, actor=ACTOR
+            )
+            services.outbox_relay(dispatch=False)
+
+        pay()
+        broker = get_broker()
+        queued = broker.queue_size()
+
+        class PaidWhileSending(FakeAdapter):
+            """An order is paid while the first batch is out: its payment asks for dispatch."""
+
+            def deliver(self, requests: Any) -> Any:
+                if self.calls == 0:
+                    pay()
+                    services.request_dispatch(["email"])  # the payment's commit hook
+                return super().deliver(requests)
+
+        services.dispatch_mark("email")  # as the task does when it starts
+        adapter = PaidWhileSending(name="email", max_batch=10)
+        report = services.deliveries_dispatch(integration="email", adapter=adapter)
+
+        assert report.succeeded == 2 and adapter.calls == 2  # the later one too, by this dispatcher
+        assert broker.queue_size() == queued  # no task was queued for it
+        assert shared_cache().get("dispatch-queued:email") is None  # nothing due: the mark is gone
+        assert set(Delivery.objects.filter(integration="email").values_list("state", flat=True)) == {
+            DeliveryState.SUCCEEDED
+        }
+
+    def test_a_claim_takes_the_oldest_due_first_under_a_lease(
+        self, place: Callable[..., Order], repository: OrderRepository, settings: Any
+    ) -> None:
+        for _ in range(3):
+            order = place()
+            order_services.order_transition(
+                repository=repository, order_id=order.id, to_status=OrderStatus.PAID, actor=ACTOR
+            )
+        services.outbox_relay(dispatch=False)
+        now = timezone.now()
+        rows = list(Delivery.objects.filter(integration="sns").order_by("created_at"))
+        # Due a minute ago, due now, and not due for an hour.
+        for delivery, due_at in zip(
+            rows, [now - timedelta(minutes=1), now, now + timedelta(hours=1)], strict=True
+        ):
+            Delivery.objects.filter(id=delivery.id).update(next_attempt_at=due_at)
+        with time_machine.travel(now, tick=False):
+            claimed = services._claim("sns", 10)
+        assert [d.id for d in claimed] == [rows[0].id, rows[1].id]
+        assert all(
+            (d.state, d.attempts, d.lease_expires_at)
+            == (DeliveryState.IN_FLIGHT, 1, now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS))
+            for d in claimed
+        )
+        stored = Delivery.objects.get(id=rows[0].id)
+        assert (stored.state, stored.attempts) == (DeliveryState.IN_FLIGHT, 1)
+        assert stored.payload == rows[0].payload  # the snapshot, read back as JSON
+        assert Delivery.objects.get(id=rows[2].id).state == DeliveryState.PENDING
+        # Claimed rows are not due any more.
+        assert services._claim("sns", 10) == []
+
+    def test_one_batch_settles_successes_and_failures_each_with_its_own_outcome(
+        self, place: Callable[..., Order], repository: OrderRepository
+    ) -> None:
+        for _ in range(3):
+            order = place()
+            order_services.order_transition(
+                repository=repository, order_id=order.id, to_status=OrderStatus.PAID, actor=ACTOR
+            )
+        services.outbox_relay(dispatch=False)
+        fake = FakeAdapter(name="sns", max_batch=10, script=[None, PERMANENT, None])
+        report = services.deliveries_dispatch(integration="sns", adapter=fake)
+        assert (report.calls, report.succeeded, report.dead) == (1, 2, 1)
+        rows = list(Delivery.objects.filter(integration="sns"))
+        done = [d for d in rows if d.state == DeliveryState.SUCCEEDED]
+        assert sorted(d.external_id for d in done) == sorted(f"fake-{d.idempotency_key}" for d in done)
+        assert all(d.succeeded_at and d.lease_expires_at is None and d.latency_ms is not None for d in done)
+        [dead] = [d for d in rows if d.state == DeliveryState.DEAD]
+        assert dead.external_id == "" and dead.succeeded_at is None and dead.last_provider_status == 400

@@ -95,7 +95,8 @@ def test_secrets_and_card_numbers_are_masked_in_every_line(settings: Any) -> Non
             "very-secret-sendgrid-key",
             "whsec_shh",
             "aws-secret-0123456789",
-            "0341",
+            # The card's tail with its separator: the logger's random name (hex) may hold "0341".
+            "-0341",
             "4242424242424242",
         ):
             assert secret not in text
