@@ -520,15 +520,12 @@ RECORD_EVENTS = [*ORDER_EVENTS, CORRECTED_EVENT_TYPE]
 # so that under load each call and each ledger write carries many deliveries (the first delivery
 # after a quiet spell never waits). Email and SNS; Sheets gathers by SHEETS_FLUSH_SECONDS.
 DELIVERY_LINGER_SECONDS = env.float("DELIVERY_LINGER_SECONDS", default=0.1)
-# Most emails one dispatch batch hands the email adapter (the adapter's own max_batch caps it).
-EMAIL_BATCH_SIZE = env.int("EMAIL_BATCH_SIZE", default=500)
 INTEGRATIONS = {
     "email": {
         "adapter": "integrations.adapters.sendgrid.SendGridAdapter",
         "events": ORDER_EVENTS,
         "batch": SENDGRID_BATCH_SIZE,
         "retry": {"base": env.float("EMAIL_RETRY_BASE", default=1.0), "cap": 300.0, "max_attempts": 8},
-        "batch": EMAIL_BATCH_SIZE,
         "linger_seconds": DELIVERY_LINGER_SECONDS,
     },
     "sheets": {
