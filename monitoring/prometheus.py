@@ -23,13 +23,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from access.jwt import RevocableJWTAuthentication
-from integrations.models import Delivery, DeliveryState
+from integrations.models import COUNTED_STATES
 from integrations.services import integration_names
 from monitoring import recorder
 from monitoring.models import BUCKET_BOUNDS_MS, BUCKET_FIELDS, MetricBucket, ProbeResult
 from monitoring.permissions import can_read_monitoring
-from monitoring.selectors import circuit_summary, queue_summary
-from payments.models import Payment
+from monitoring.selectors import circuit_summary, ledger_counts, queue_summary
+from payments.models import UNSETTLED_PAYMENT_STATUSES, Payment
 
 CIRCUIT_STATES = ("closed", "half_open", "open")
 
@@ -105,18 +105,17 @@ class SharedStoreCollector:
                 family.add_metric([label], n)
             yield family
 
+        # Every state but succeeded (successes are the counter cis_delivery_succeeded): counting
+        # the whole ledger would read every row ever delivered at each scrape.
         ledger = GaugeMetricFamily(
-            "cis_deliveries", "Deliveries in the ledger by state.", labels=["integration", "state"]
+            "cis_deliveries",
+            "Deliveries in the ledger by state (every state but succeeded).",
+            labels=["integration", "state"],
         )
-        counts = {
-            (i, s): n
-            for i, s, n in Delivery.objects.values_list("integration", "state")
-            .annotate(n=Count("id"))
-            .order_by()
-        }
         for integration in integration_names():
-            for state in DeliveryState.values:
-                ledger.add_metric([integration, state], counts.get((integration, state), 0))
+            counts = ledger_counts(integration)
+            for state in COUNTED_STATES:
+                ledger.add_metric([integration, state], counts.get(state, 0))
         yield ledger
 
         circuit = GaugeMetricFamily(
@@ -137,9 +136,18 @@ class SharedStoreCollector:
         yield circuit
         yield ratio
 
-        payments = GaugeMetricFamily("cis_payments", "Payment attempts by status.", labels=["status"])
-        for status, n in Payment.objects.values_list("status").annotate(n=Count("id")).order_by():
-            payments.add_metric([status], n)
+        # Open payments only (settled ones are counted by cis_orders{event="paid"|"payment_failed"}).
+        payments = GaugeMetricFamily(
+            "cis_payments", "Payment attempts still open, by status.", labels=["status"]
+        )
+        open_counts = dict(
+            Payment.objects.filter(status__in=UNSETTLED_PAYMENT_STATUSES)
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for status in UNSETTLED_PAYMENT_STATUSES:
+            payments.add_metric([status], open_counts.get(status, 0))
         yield payments
 
         queue = queue_summary()
