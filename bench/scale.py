@@ -33,10 +33,13 @@ kept database again (migrating it first), e.g. after adding an index.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import logging
 import os
 import platform
+import pstats
 import re
 import secrets
 import statistics
@@ -54,6 +57,14 @@ GOAL = 1.20
 SPREAD_DAYS = 60
 CUSTOMERS = 1000
 SMALL_TABLE_ROWS = 10_000
+PROFILED = (
+    "place an order",
+    "list orders, staff (API)",
+    "/api/monitoring/metrics?window=24h",
+    "/api/monitoring/integrations",
+    "/ops/?fragment=1 (15 s refresh)",
+    "/metrics",
+)
 PAGE = 21
 # Tables that grow with orders or with time: a Seq Scan on one of these is a finding.
 GROWING = (
@@ -88,7 +99,7 @@ def worker(args: argparse.Namespace) -> None:
     call_command("migrate", verbosity=0, interactive=False)
     logging.disable(logging.INFO)  # no line per order placed
     settings.OUTBOX_COMMIT_HOOK = "__main__.no_hook"
-    bench = Bench(args.repeats)
+    bench = Bench(args.repeats, args.metric_days, args.profile)
     result: dict[str, Any] = {"size": args.size, "repeats": args.repeats}
     if not args.loaded:
         bench.setup()
@@ -101,12 +112,17 @@ def worker(args: argparse.Namespace) -> None:
         bench.attach()
     print("measuring on the loaded database ...", flush=True)
     result["loaded"] = bench.measure(explain=True)
+    if bench.profiles:
+        result["profile_loaded"] = bench.profiles
     Path(args.out).write_text(json.dumps(result, default=str))
 
 
 class Bench:
-    def __init__(self, repeats: int) -> None:
+    def __init__(self, repeats: int, metric_days: int = 0, profile: bool = False) -> None:
         self.repeats = repeats
+        self.metric_days = metric_days
+        self.profile = profile
+        self.profiles: dict[str, list[str]] = {}
 
     # fixtures ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -371,6 +387,27 @@ class Bench:
                     )
                 rows[table] = rows.get(table, 0) + size
                 print(f"  {table}: {size:,} rows in {time.perf_counter() - started:.1f} s", flush=True)
+            # Per-minute figures for the retained days before the last one: each (name, label)
+            # the measuring traffic recorded, once a minute, as a system running that long has.
+            days = min(self.metric_days, SPREAD_DAYS)
+            if days:
+                started = time.perf_counter()
+                b = [f"b{i}" for i in range(14)]
+                columns = ["minute", "name", "label", "count", "total", "maximum", *b]
+                values = ["date_trunc('minute', now() - interval '1 day') - g.i * interval '1 minute'"]
+                values += [f"t.{c}" for c in columns[1:]]
+                sql = (
+                    f"INSERT INTO monitoring_metricbucket ({', '.join(columns)}) SELECT {', '.join(values)} "  # noqa: S608 - our own names
+                    "FROM (SELECT DISTINCT ON (name, label) * FROM monitoring_metricbucket) t "
+                    f"CROSS JOIN generate_series(1, {(days - 1) * 1440}) AS g(i)"
+                )
+                cursor.execute(sql)
+                rows["monitoring_metricbucket"] = cursor.rowcount
+                print(
+                    f"  monitoring_metricbucket: {cursor.rowcount:,} rows ({days - 1} days of minutes)"
+                    f" in {time.perf_counter() - started:.1f} s",
+                    flush=True,
+                )
             cursor.execute("ANALYZE")
         if len(deliveries) < 3:
             print(f"  note: the template order has {len(deliveries)} deliveries (integrations configured)")
@@ -433,6 +470,25 @@ class Bench:
                 timed(name, call)
             if n < warmup:
                 samples.clear()
+        if self.profile and explain:
+            profiles = {}
+            for name in PROFILED:
+                call = reads.get(name) or {"place an order": self._place}.get(name)
+                if call is None:
+                    continue
+                profiler = cProfile.Profile()
+                profiler.enable()
+                for _ in range(5):
+                    call()
+                profiler.disable()
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(8)
+                lines = [x for x in out.getvalue().splitlines() if x.strip()]
+                start = next(i for i, x in enumerate(lines) if x.lstrip().startswith("ncalls"))
+                profiles[name] = [
+                    lines[i] for i in range(len(lines)) if "function calls" in lines[i]
+                ] + lines[start:]
+            self.profiles = profiles
         for name, values in samples.items():
             results[name] = {
                 "median_ms": round(statistics.median(values), 2),
@@ -514,6 +570,10 @@ def print_report(result: dict[str, Any], verbose: bool) -> None:
             for line in entry["plan"]:
                 print("    " + line)
     print(f"\nStatements with a Seq Scan of a growing table: {found}")
+    for name, lines in result.get("profile_loaded", {}).items():
+        print(f"\ncProfile of 5 x {name} (loaded), top functions by own time:")
+        for line in lines:
+            print("  " + re.sub(r"\S*/(site-packages|lib/python3\.\d+|scale)/", "", line)[:140])
 
 
 def main() -> None:
@@ -522,11 +582,18 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=1_000_000, help="paid orders to load (default 1,000,000)")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--metric-days",
+        type=int,
+        default=8,
+        help="days of per-minute figures to load (default 8, MONITORING_RETENTION_DAYS' default; 0: none)",
+    )
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--keep", action="store_true", help="keep the database (its name is printed)")
     parser.add_argument("--loaded", metavar="NAME", help="measure a kept, loaded database again")
     parser.add_argument("--verbose", action="store_true", help="print every plan in full")
+    parser.add_argument("--profile", action="store_true", help="cProfile the slow operations (loaded)")
     parser.add_argument("--out", default=str(RESULTS / "scale.json"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -551,6 +618,7 @@ def main() -> None:
         "Q_CLUSTER_NAME": f"scale{database[-8:]}",
     }
     command = [sys.executable, __file__, "--worker", "--size", str(args.size), "--repeats", str(args.repeats)]
+    command += ["--metric-days", str(args.metric_days)] + (["--profile"] if args.profile else [])
     command += ["--out", str(worker_out)] + (["--loaded", args.loaded] if args.loaded else [])
     started = time.perf_counter()
     try:

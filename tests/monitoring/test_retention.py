@@ -2,8 +2,8 @@
 
 Delivered ledger rows go once they are older than DELIVERY_RETENTION_DAYS, but never while an
 outbox entry of their order is still pending (the relay would create them again and send them
-twice); stored Stripe webhook events go only past Stripe's retry and events-list window; figures
-only past the longest window monitoring shows.
+twice); figures only past the longest window monitoring shows. (Stored Stripe webhook events:
+tests/payments/test_webhook_retention.py.)
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from monitoring.models import ErrorRecord, MetricBucket, ProbeResult
 from orders.domain import Actor, Order, OrderStatus
 from orders.repositories import OrderRepository
 from orders.services import order_transition
-from payments.models import WebhookEvent, WebhookResult
-from payments.services import webhook_events_prune
 
 pytestmark = pytest.mark.django_db
 
@@ -132,46 +130,6 @@ def test_a_delivery_whose_outbox_entry_is_still_pending_is_kept_and_never_create
     assert services.deliveries_prune() == count  # relayed now: they may go
     assert outbox_relay(repository=repository, dispatch=False) == 0
     assert not Delivery.objects.filter(order_id=order.id).exists()
-
-
-def _event(event_id: str, *, days: float, result: str = WebhookResult.PROCESSED) -> WebhookEvent:
-    event = WebhookEvent.objects.create(
-        event_id=event_id,
-        type="payment_intent.succeeded",
-        created=int(_ago(days).timestamp()),
-        payload={"id": event_id},
-        processed_at=timezone.now(),
-        result=result,
-    )
-    WebhookEvent.objects.filter(pk=event.pk).update(received_at=_ago(days))
-    return event
-
-
-def test_webhook_events_go_past_the_retention_and_stripes_windows_only(settings: Any) -> None:
-    _event("evt_old", days=36)
-    _event("evt_old_2", days=40)
-    _event("evt_old_3", days=50)
-    _event("evt_kept", days=34)
-    _event("evt_failed", days=60, result=WebhookResult.FAILED)  # to be replayed: kept
-    unprocessed = _event("evt_unprocessed", days=60)
-    WebhookEvent.objects.filter(pk=unprocessed.pk).update(processed_at=None, result="")
-
-    assert services.monitoring_prune()["webhook_events"] == 3
-    assert set(WebhookEvent.objects.values_list("event_id", flat=True)) == {
-        "evt_kept",
-        "evt_failed",
-        "evt_unprocessed",
-    }
-
-    # Below Stripe's windows (3 days of retries, 30 of events to list) the setting is not obeyed.
-    settings.WEBHOOK_EVENT_RETENTION_DAYS = 1
-    _event("evt_ten_days", days=10)
-    assert webhook_events_prune() == 1  # evt_kept, 34 days old, is past 31 days
-    assert set(WebhookEvent.objects.values_list("event_id", flat=True)) == {
-        "evt_ten_days",
-        "evt_failed",
-        "evt_unprocessed",
-    }
 
 
 def test_figures_errors_and_probe_results_go_past_their_retention_never_inside_a_day(
