@@ -567,8 +567,18 @@ OUTBOX_COMMIT_HOOK = env.str("OUTBOX_COMMIT_HOOK", default="integrations.service
 # (0: write each one through at once, as the test suite does).
 MONITORING_ENABLED = env.bool("MONITORING_ENABLED", default=True)
 MONITORING_FLUSH_SECONDS = env.float("MONITORING_FLUSH_SECONDS", default=5.0)
-# Per-minute metric rows, recorded errors and probe results older than this are deleted.
+# Per-minute metric rows, recorded errors and probe results older than this are deleted (the
+# metric retention; at least 1 day is kept whatever it says: the longest window shown is 24 h).
 MONITORING_RETENTION_DAYS = env.int("MONITORING_RETENTION_DAYS", default=8)
+# Delivered ledger rows (succeeded or skipped) are deleted this many days after they finished,
+# and stored Stripe webhook events this many days after they were received (at least 31 days
+# whatever it says: Stripe retries an event for 3 days and lists it for 30, and a retry or the
+# events sweep must find it stored, or it would be applied again).
+# The prune runs every 15 minutes (schedule "monitoring-retention"), RETENTION_PRUNE_BATCH rows
+# per DELETE so no prune holds a long lock.
+DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=30)
+WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=35)
+RETENTION_PRUNE_BATCH = env.int("RETENTION_PRUNE_BATCH", default=1000)
 # `/metrics` (Prometheus): with a token, scrapers send `Authorization: Bearer <token>`; without
 # one, only staff and monitoring clients may read it.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

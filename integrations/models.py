@@ -19,6 +19,16 @@ class DeliveryState(models.TextChoices):
 
 # States a dispatcher may claim a delivery from (once its next attempt is due).
 CLAIMABLE_STATES = (DeliveryState.PENDING, DeliveryState.RETRYING)
+# Every state but `succeeded`: the rows operators count by state. Succeeded rows are nearly the
+# whole ledger and grow with every order, so they are counted over a window (`succeeded_at`),
+# never all of them; these states stay few (skipped and dead rows are rare, and pruned or replayed).
+COUNTED_STATES = (
+    DeliveryState.PENDING,
+    DeliveryState.IN_FLIGHT,
+    DeliveryState.RETRYING,
+    DeliveryState.DEAD,
+    DeliveryState.SKIPPED,
+)
 
 
 class Delivery(models.Model):
@@ -66,9 +76,40 @@ class Delivery(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "deliveries"
+        # Partial indexes where a query reads only unfinished rows: they hold those few rows
+        # whatever the size of the ledger (millions of succeeded ones), and cost nothing to keep
+        # when a row succeeds and leaves them.
         indexes = [
-            models.Index(fields=["integration", "state", "next_attempt_at"], name="delivery_due"),
-            models.Index(fields=["state", "lease_expires_at"], name="delivery_lease"),
+            # Claiming: unfinished state + due time, ordered by due time (per integration, and
+            # across them for the sweeper and the queue figures).
+            models.Index(
+                fields=["integration", "next_attempt_at"],
+                condition=models.Q(state__in=CLAIMABLE_STATES),
+                name="delivery_due",
+            ),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(state__in=CLAIMABLE_STATES),
+                name="delivery_due_any",
+            ),
+            # Leases to take back (the sweeper): only rows in flight.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=models.Q(state=DeliveryState.IN_FLIGHT),
+                name="delivery_lease",
+            ),
+            # Counts by state (monitoring, /ops/, /metrics) of every state but succeeded.
+            models.Index(
+                fields=["integration", "state"],
+                condition=models.Q(state__in=COUNTED_STATES),
+                name="delivery_counted",
+            ),
+            # Dead letters over a window, and the latest ones.
+            models.Index(
+                fields=["integration", "dead_at"],
+                condition=models.Q(dead_at__isnull=False),
+                name="delivery_dead",
+            ),
             # The last success of each integration (health, monitoring).
             models.Index(fields=["integration", "succeeded_at"], name="delivery_succeeded"),
             # The last failure of each integration (/ops/).

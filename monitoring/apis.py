@@ -108,7 +108,10 @@ class IntegrationSerializer(serializers.Serializer):
     failure_ratio = serializers.FloatField()
     window_s = serializers.IntegerField()
     retry_in_s = serializers.FloatField()
-    counts = serializers.DictField(child=serializers.IntegerField())
+    counts = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Deliveries by state in the ledger; `succeeded`: those that succeeded in the last 24 h.",
+    )
     success_ratio_24h = serializers.FloatField(allow_null=True)
     latency_24h = serializers.DictField()
     last_error = serializers.DictField(allow_null=True)

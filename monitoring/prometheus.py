@@ -6,30 +6,40 @@ whole-system figures however many gunicorn workers or hosts there are: nothing i
 Scrape one target (or several behind a load balancer: the answers agree).
 
 Access: with METRICS_TOKEN set, `Authorization: Bearer <token>`; otherwise a staff or monitoring
-user (session or JWT). Counters are cumulative over the retained minutes (MONITORING_RETENTION_DAYS).
+user (session or JWT).
+
+Counters and histograms are cumulative: the minutes that no longer change (older than
+SETTLED) are summed once and the sums kept in the shared cache with the minute they reach, so a
+scrape adds only the minutes settled since and reads the last few live: its cost does not grow
+with the days of figures kept. Rows pruned later stay counted (a counter never goes down); if
+the cache is emptied, the sums start again from the rows kept (Prometheus sees a reset).
 """
 
 from __future__ import annotations
 
+import copy
 import hmac
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Max, Sum
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from access.jwt import RevocableJWTAuthentication
-from integrations.models import Delivery, DeliveryState
+from integrations.models import COUNTED_STATES
+from integrations.resilience import shared_cache
 from integrations.services import integration_names
 from monitoring import recorder
 from monitoring.models import BUCKET_BOUNDS_MS, BUCKET_FIELDS, MetricBucket, ProbeResult
 from monitoring.permissions import can_read_monitoring
-from monitoring.selectors import circuit_summary, queue_summary
-from payments.models import Payment
+from monitoring.selectors import circuit_summary, ledger_counts, queue_summary
+from payments.models import UNSETTLED_PAYMENT_STATUSES, Payment
 
 CIRCUIT_STATES = ("closed", "half_open", "open")
 
@@ -46,12 +56,68 @@ def _buckets(row: dict[str, Any]) -> list[tuple[str, float]]:
     return out
 
 
+# Figures of a minute this old are final: every process flushes its buffer within seconds.
+SETTLED = timedelta(minutes=5)
+CUMULATIVE_KEY = "prometheus:cumulative:v1"
+CUMULATIVE_NAMES = (
+    "http.request",
+    "delivery.call",
+    "delivery.lag",
+    "probe",
+    "orders.created",
+    "orders.status",
+    "delivery.attempts",
+    "delivery.succeeded",
+    "delivery.retrying",
+    "delivery.dead",
+)
+SUMMED = ("count", "total", *BUCKET_FIELDS)
+Sums = dict[tuple[str, str], dict[str, float]]
+
+
+def _sum_rows(**filters: Any) -> Sums:
+    rows = (
+        MetricBucket.objects.filter(name__in=CUMULATIVE_NAMES, **filters)
+        .values("name", "label")
+        .annotate(**{f"sum_{f}": Sum(f) for f in SUMMED})
+        .order_by()
+    )
+    return {(row["name"], row["label"]): {f: row[f"sum_{f}"] or 0 for f in SUMMED} for row in rows}
+
+
+def _add(into: Sums, more: Sums) -> Sums:
+    for key, sums in more.items():
+        target = into.setdefault(key, dict.fromkeys(SUMMED, 0))
+        for f in SUMMED:
+            target[f] += sums[f]
+    return into
+
+
+def cumulative_sums() -> Sums:
+    """Per (metric name, label): count, total and histogram buckets summed over every minute
+    recorded. Settled minutes come from the shared cache (plus those settled since it was
+    written), the live ones from their rows: at most SETTLED worth of minutes read per metric."""
+    cache = shared_cache()
+    settled = (timezone.now() - SETTLED).replace(second=0, microsecond=0)
+    state = cache.get(CUMULATIVE_KEY)
+    if state is None:
+        base = _sum_rows(minute__lt=settled)
+    elif state["until"] < settled:
+        base = _add(state["sums"], _sum_rows(minute__gte=state["until"], minute__lt=settled))
+    else:
+        base, settled = state["sums"], state["until"]
+    # Each writer stores sums that match its `until`, so racing scrapes only ever store a
+    # consistent pair (at worst an older one, extended again by the next scrape).
+    cache.set(CUMULATIVE_KEY, {"until": settled, "sums": base}, timeout=None)
+    return _add(copy.deepcopy(base), _sum_rows(minute__gte=settled))
+
+
 class SharedStoreCollector:
     """Yields every family from the database at collect time."""
 
     def collect(self) -> Iterator[Any]:
         recorder.flush()
-        sums = {f: Sum(f) for f in BUCKET_FIELDS}
+        sums = cumulative_sums()
         yield from self._histograms(
             "http.request",
             "cis_http_request_duration_seconds",
@@ -85,12 +151,9 @@ class SharedStoreCollector:
             sums,
         )
         orders = CounterMetricFamily("cis_orders", "Orders created and status changes.", labels=["event"])
-        for name, label, n in (
-            MetricBucket.objects.filter(name__in=["orders.created", "orders.status"])
-            .values_list("name", "label")
-            .annotate(n=Sum("count"))
-        ):
-            orders.add_metric(["created" if name == "orders.created" else label], n)
+        for (name, label), row in sorted(sums.items()):
+            if name in ("orders.created", "orders.status"):
+                orders.add_metric(["created" if name == "orders.created" else label], row["count"])
         yield orders
         for name, doc in (
             ("delivery.attempts", "Delivery attempts made."),
@@ -99,24 +162,22 @@ class SharedStoreCollector:
             ("delivery.dead", "Deliveries given up (dead letters)."),
         ):
             family = CounterMetricFamily(f"cis_{name.replace('.', '_')}", doc, labels=["integration"])
-            for label, n in (
-                MetricBucket.objects.filter(name=name).values_list("label").annotate(n=Sum("count"))
-            ):
-                family.add_metric([label], n)
+            for (metric, label), row in sorted(sums.items()):
+                if metric == name:
+                    family.add_metric([label], row["count"])
             yield family
 
+        # Every state but succeeded (successes are the counter cis_delivery_succeeded): counting
+        # the whole ledger would read every row ever delivered at each scrape.
         ledger = GaugeMetricFamily(
-            "cis_deliveries", "Deliveries in the ledger by state.", labels=["integration", "state"]
+            "cis_deliveries",
+            "Deliveries in the ledger by state (every state but succeeded).",
+            labels=["integration", "state"],
         )
-        counts = {
-            (i, s): n
-            for i, s, n in Delivery.objects.values_list("integration", "state")
-            .annotate(n=Count("id"))
-            .order_by()
-        }
         for integration in integration_names():
-            for state in DeliveryState.values:
-                ledger.add_metric([integration, state], counts.get((integration, state), 0))
+            counts = ledger_counts(integration)
+            for state in COUNTED_STATES:
+                ledger.add_metric([integration, state], counts.get(state, 0))
         yield ledger
 
         circuit = GaugeMetricFamily(
@@ -137,9 +198,18 @@ class SharedStoreCollector:
         yield circuit
         yield ratio
 
-        payments = GaugeMetricFamily("cis_payments", "Payment attempts by status.", labels=["status"])
-        for status, n in Payment.objects.values_list("status").annotate(n=Count("id")).order_by():
-            payments.add_metric([status], n)
+        # Open payments only (settled ones are counted by cis_orders{event="paid"|"payment_failed"}).
+        payments = GaugeMetricFamily(
+            "cis_payments", "Payment attempts still open, by status.", labels=["status"]
+        )
+        open_counts = dict(
+            Payment.objects.filter(status__in=UNSETTLED_PAYMENT_STATUSES)
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for status in UNSETTLED_PAYMENT_STATUSES:
+            payments.add_metric([status], open_counts.get(status, 0))
         yield payments
 
         queue = queue_summary()
@@ -165,13 +235,12 @@ class SharedStoreCollector:
 
     @staticmethod
     def _histograms(
-        name: str, metric: str, documentation: str, labels: list[str], split: Any, sums: dict[str, Any]
+        name: str, metric: str, documentation: str, labels: list[str], split: Any, sums: Sums
     ) -> Iterator[Any]:
         family = _histogram(metric, documentation, labels)
-        for row in (
-            MetricBucket.objects.filter(name=name).values("label").annotate(total=Sum("total"), **sums)
-        ):
-            family.add_metric(split(row["label"]), _buckets(row), (row["total"] or 0) / 1000)
+        for (metric_name, label), row in sorted(sums.items()):
+            if metric_name == name:
+                family.add_metric(split(label), _buckets(row), (row["total"] or 0) / 1000)
         yield family
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from core.locks import shared_lock
@@ -166,11 +168,104 @@ def http_5xx_seen() -> None:
 
 
 # --- housekeeping ---------------------------------------------------------------------------
+# Monitoring's windows reach back 24 h at most: whatever the settings say, a day is kept.
+MIN_RETENTION = timedelta(days=1)
+# One prune run stops starting new batches after this long (well within django-q2's task
+# timeout); what is left goes in the next run.
+PRUNE_BUDGET_SECONDS = 30.0
+
+
+def _delete_in_batches(rows: QuerySet[Any], *, order: str, batch: int, deadline: float) -> int:
+    """Delete `rows` BATCH at a time, each DELETE its own short transaction (autocommit), oldest
+    first; the condition is checked again by each DELETE, so a row that changed in between (a
+    delivery retried) is left alone."""
+    deleted = 0
+    while True:
+        ids = list(rows.order_by(order).values_list("pk", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += rows.filter(pk__in=ids).delete()[0]
+        if len(ids) < batch or time.monotonic() > deadline:
+            return deleted
+
+
+def deliveries_prune(*, batch: int | None = None, deadline: float | None = None) -> int:
+    """Delete delivered ledger rows (succeeded or skipped) that finished more than
+    DELIVERY_RETENTION_DAYS ago (at least a day), BATCH per DELETE, oldest first.
+
+    Never a second send: the relay (and the sweeper, through it) creates deliveries only from
+    outbox entries not yet marked relayed, and only the unique idempotency key of the existing
+    row stops a second copy. So an order with an outbox entry still pending keeps every delivery
+    it has; the pending entries are asked for through the order repository's port
+    (`outbox_pending`), whatever store holds the outbox. Returns how many rows were deleted."""
+    from integrations.models import Delivery, DeliveryState
+    from integrations.services import integration_names
+    from orders.repositories import get_order_repository
+
+    batch = batch or settings.RETENTION_PRUNE_BATCH
+    before = timezone.now() - max(timedelta(days=settings.DELIVERY_RETENTION_DAYS), MIN_RETENTION)
+    deadline = deadline or time.monotonic() + PRUNE_BUDGET_SECONDS
+    repository = get_order_repository()
+    deleted = 0
+    # Per integration: the indexes that find these rows lead with it (delivery_succeeded;
+    # delivery_counted, which holds the few skipped rows).
+    steps = [
+        (name, state, finished_at)
+        for name in integration_names()
+        for state, finished_at in (
+            (DeliveryState.SUCCEEDED, "succeeded_at"),
+            (DeliveryState.SKIPPED, "updated_at"),
+        )
+    ]
+    for name, state, finished_at in steps:
+        finished = Delivery.objects.filter(integration=name, state=state, **{f"{finished_at}__lt": before})
+        after: tuple[Any, Any] | None = None  # the last row looked at: held rows are stepped over
+        while True:
+            page = finished.order_by(finished_at, "pk")
+            if after is not None:
+                page = page.filter(
+                    Q(**{f"{finished_at}__gt": after[0]}) | Q(**{finished_at: after[0], "pk__gt": after[1]})
+                )
+            rows = list(page.values_list("pk", "order_id", finished_at)[:batch])
+            if not rows:
+                break
+            after = (rows[-1][2], rows[-1][0])
+            order_ids = sorted({order_id for _, order_id, _ in rows})
+            limit = 10 * len(order_ids) + 100
+            pending = repository.outbox_pending(order_ids=order_ids, limit=limit)
+            # With as many pending entries as asked for, some may be unseen: hold every order.
+            held = set(order_ids) if len(pending) >= limit else {m.order_id for m in pending}
+            ids = [pk for pk, order_id, _ in rows if order_id not in held]
+            if ids:
+                deleted += finished.filter(pk__in=ids).delete()[0]
+            if time.monotonic() > deadline:
+                return deleted
+            if len(rows) < batch:
+                break
+    return deleted
+
+
 def monitoring_prune() -> dict[str, int]:
-    """Delete figures, errors and probe results older than MONITORING_RETENTION_DAYS."""
-    before = timezone.now() - timedelta(days=settings.MONITORING_RETENTION_DAYS)
-    return {
-        "metric_rows": MetricBucket.objects.filter(minute__lt=before).delete()[0],
-        "errors": ErrorRecord.objects.filter(at__lt=before).delete()[0],
-        "probe_results": ProbeResult.objects.filter(at__lt=before).delete()[0],
+    """Delete what is kept for a while only, in batches (no long lock), within
+    PRUNE_BUDGET_SECONDS (the rest in the next run): figures, errors and probe results older than
+    MONITORING_RETENTION_DAYS, delivered ledger rows older than DELIVERY_RETENTION_DAYS, stored
+    webhook events older than WEBHOOK_EVENT_RETENTION_DAYS. Returns how many of each went."""
+    from payments.services import webhook_events_prune
+
+    batch = settings.RETENTION_PRUNE_BATCH
+    deadline = time.monotonic() + PRUNE_BUDGET_SECONDS
+    before = timezone.now() - max(timedelta(days=settings.MONITORING_RETENTION_DAYS), MIN_RETENTION)
+    pruned = {
+        "metric_rows": _delete_in_batches(
+            MetricBucket.objects.filter(minute__lt=before), order="minute", batch=batch, deadline=deadline
+        ),
+        "errors": _delete_in_batches(
+            ErrorRecord.objects.filter(at__lt=before), order="at", batch=batch, deadline=deadline
+        ),
+        "probe_results": _delete_in_batches(
+            ProbeResult.objects.filter(at__lt=before), order="at", batch=batch, deadline=deadline
+        ),
     }
+    pruned["deliveries"] = deliveries_prune(batch=batch, deadline=deadline)
+    pruned["webhook_events"] = webhook_events_prune(batch=batch, deadline=deadline)
+    return pruned

@@ -3,8 +3,10 @@
 - `probe_all`, every 5 minutes: the synthetic probes (`monitoring.probes`), unless
   PROBE_INTERVAL_MINUTES is 0 (by hand only) or the last scheduled run is more recent than the
   interval allows (an interval of 10 runs every other time; below 5 it is 5).
-- `housekeeping`, every 5 minutes: publish alerts whose publication failed, and prune figures,
-  errors and probe results older than MONITORING_RETENTION_DAYS.
+- `housekeeping`, every 5 minutes: publish alerts whose publication failed.
+- `retention`, every 15 minutes (migration 0003): prune, in batches, figures, errors and probe
+  results older than MONITORING_RETENTION_DAYS, delivered ledger rows older than
+  DELIVERY_RETENTION_DAYS and stored webhook events older than WEBHOOK_EVENT_RETENTION_DAYS.
 """
 
 from __future__ import annotations
@@ -39,9 +41,14 @@ def probe_all() -> str:
 
 def housekeeping() -> str:
     published = services.alerts_publish_pending()
-    pruned = services.monitoring_prune()
     recorder.flush()
+    return f"published {published} pending alert(s)"
+
+
+def retention() -> str:
+    pruned = services.monitoring_prune()
     return (
-        f"published {published} pending alert(s); pruned {pruned['metric_rows']} metric row(s),"
-        f" {pruned['errors']} error(s), {pruned['probe_results']} probe result(s)"
+        f"pruned {pruned['metric_rows']} metric row(s), {pruned['errors']} error(s),"
+        f" {pruned['probe_results']} probe result(s), {pruned['deliveries']} delivered ledger row(s),"
+        f" {pruned['webhook_events']} webhook event(s)"
     )

@@ -221,6 +221,11 @@ def _figures(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+# Succeeded deliveries are counted over the last 24 h (every state but that one over the whole
+# ledger): see selectors.integrations_overview.
+STATE_LABELS = {DeliveryState.SUCCEEDED: "Succeeded (24 h)"}
+
+
 def _integration_card(entry: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
     name = entry["name"]
     dead = selectors.dead_letters(integration=name, limit=DEAD_LETTERS_SHOWN)
@@ -238,7 +243,7 @@ def _integration_card(entry: dict[str, Any], figures: dict[str, Any]) -> dict[st
         if entry["circuit"] in CircuitState.values
         else entry["circuit"],
         "states": [
-            {"value": state, "label": DeliveryState(state).label, "n": n}
+            {"value": state, "label": STATE_LABELS.get(state, DeliveryState(state).label), "n": n}
             for state, n in entry["counts"].items()
         ],
         "dead_letters": dead,

@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models.functions import Upper
 
 from orders.domain import EventType, OrderStatus
 
@@ -79,6 +80,8 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["customer", "-created_at"], name="order_customer_created"),
             models.Index(fields=["status", "-created_at"], name="order_status_created"),
+            # An address's orders, newest first (the operators' lookup compares it case-insensitively).
+            models.Index(Upper("email"), models.F("created_at").desc(), name="order_email_created"),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -32,6 +32,9 @@ class PaymentStatus(models.TextChoices):
 FINAL_PAYMENT_STATUSES = frozenset(
     {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED, PaymentStatus.REVERSED}
 )
+# Payments not settled (still on their way, or held for review): few at any time, however many
+# orders were ever paid. (reconciliation.OPEN_PAYMENT_STATUSES is those it asks Stripe about.)
+UNSETTLED_PAYMENT_STATUSES = tuple(s for s in PaymentStatus if s not in FINAL_PAYMENT_STATUSES)
 
 
 # Stripe's card brand values (payment_method_details.card.brand) as printed on cards.
@@ -84,6 +87,16 @@ class Payment(models.Model):
                 fields=["order_id"],
                 condition=models.Q(status="succeeded"),
                 name="payment_one_success_per_order",
+            ),
+        ]
+        indexes = [
+            # Payments settled over a window (monitoring): read only that window.
+            models.Index(fields=["updated_at"], name="payment_updated"),
+            # Payments by status for /metrics: only the open ones, never every payment.
+            models.Index(
+                fields=["status"],
+                condition=models.Q(status__in=UNSETTLED_PAYMENT_STATUSES),
+                name="payment_open",
             ),
         ]
 
@@ -163,6 +176,8 @@ class WebhookEvent(models.Model):
 
     class Meta:
         ordering = ["-received_at"]
+        # Events received over a window (monitoring) and the prune of old ones.
+        indexes = [models.Index(fields=["received_at"], name="webhook_event_received")]
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"

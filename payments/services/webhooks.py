@@ -9,8 +9,10 @@ card that paid is recorded from `payment_intent.succeeded` (its charge read from
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -389,3 +391,30 @@ def webhook_refusal_record(*, reason: str, size: int, source: str | None, signed
             WebhookRefusal.objects.filter(pk__lte=refusal.pk - keep).delete()
     except Exception:  # the refusal is answered and logged even if it cannot be kept
         logger.exception("Could not record a refused webhook")
+
+
+# Stripe retries an event for up to 3 days and lists it (the events sweep) for 30: a stored event
+# is kept past both, or a late retry or a sweep would find it missing and apply it again.
+WEBHOOK_EVENT_MIN_RETENTION = timedelta(days=31)
+
+
+def webhook_events_prune(*, batch: int | None = None, deadline: float | None = None) -> int:
+    """Delete stored webhook events older than WEBHOOK_EVENT_RETENTION_DAYS (never younger than
+    WEBHOOK_EVENT_MIN_RETENTION, by Stripe's creation time and by our receipt), BATCH rows per
+    DELETE, each its own short transaction. Events not processed, or whose processing failed (to
+    be replayed), are kept. Stops after the batch that passes `deadline` (time.monotonic()).
+    Returns how many were deleted."""
+    batch = batch or settings.RETENTION_PRUNE_BATCH
+    keep = max(timedelta(days=settings.WEBHOOK_EVENT_RETENTION_DAYS), WEBHOOK_EVENT_MIN_RETENTION)
+    before = timezone.now() - keep
+    old = WebhookEvent.objects.filter(
+        received_at__lt=before, created__lt=int(before.timestamp()), processed_at__isnull=False
+    ).exclude(result=WebhookResult.FAILED)
+    deleted = 0
+    while True:
+        ids = list(old.order_by("received_at").values_list("pk", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += old.filter(pk__in=ids).delete()[0]
+        if len(ids) < batch or (deadline is not None and time.monotonic() > deadline):
+            return deleted

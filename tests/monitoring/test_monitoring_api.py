@@ -300,3 +300,33 @@ def test_prometheus_text_needs_a_token_and_reports_the_figures(
     assert 'cis_circuit_state{integration="email",state="closed"} 1.0' in text
     assert "# TYPE cis_http_request_duration_seconds histogram" in text
     assert "scrape-token-123" not in text
+
+
+def test_prometheus_counters_add_settled_minutes_once_and_never_go_down(client: Any, settings: Any) -> None:
+    """Settled minutes are summed once and kept in the shared cache: a scrape reads only the
+    minutes since, and a row pruned after it was counted stays counted."""
+    from monitoring.models import MetricBucket
+
+    settings.METRICS_TOKEN = "scrape-token-123"
+
+    def created_total() -> str:
+        text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token-123").content.decode()
+        return next(
+            line for line in text.splitlines() if line.startswith('cis_orders_total{event="created"}')
+        )
+
+    def bucket(minutes_ago: int, count: int) -> MetricBucket:
+        at = (timezone.now() - timedelta(minutes=minutes_ago)).replace(second=0, microsecond=0)
+        return MetricBucket.objects.create(minute=at, name="orders.created", label="", count=count)
+
+    old = bucket(60 * 24 * 3, 5)  # settled days ago
+    bucket(30, 7)  # settled
+    assert created_total().endswith(" 12.0")
+
+    live = bucket(0, 2)  # this minute: read at every scrape
+    assert created_total().endswith(" 14.0")
+    MetricBucket.objects.filter(pk=live.pk).update(count=3)
+    assert created_total().endswith(" 15.0")
+
+    old.delete()  # pruned: still counted, the counter never goes down
+    assert created_total().endswith(" 15.0")

@@ -185,7 +185,7 @@ def test_the_page_shows_measured_traffic_dead_letters_errors_and_charts(
     assert "Success (24 h) 0.0%" in email  # nothing succeeded, three failed attempts
     assert email.count("Retry") >= 4  # one per dead letter, and "Retry all 3 dead email deliveries"
     sns = text_of(html, "integration-sns")
-    assert "Success (24 h) 100.0%" in sns and "Succeeded 3" in sns and "Dead letters 0" in sns
+    assert "Success (24 h) 100.0%" in sns and "Succeeded (24 h) 3" in sns and "Dead letters 0" in sns
     assert "no data" not in text_of(html, "integration-sns").split("Event → delivered")[1][:40]
     for dead in Delivery.objects.filter(integration="email"):
         assert f'action="/ops/deliveries/{dead.id}/retry"' in html
