@@ -301,6 +301,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             body = json.dumps(BODY)
             for clients in args.clients:
                 for target, path in TARGETS.items():
+                    if target not in args.targets:
+                        continue
                     script = workdir / f"{target}-{clients}.lua"
                     script.write_text(LUA % {"run": f"{run_id}-{target}-{clients}", "body": body})
                     if args.warmup > 0:
@@ -369,6 +371,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--database-url", help="a PostgreSQL server (a throwaway database is made)")
     parser.add_argument("--redis-url", help="Redis for the cache (this run's keys are deleted)")
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        choices=list(TARGETS),
+        default=list(TARGETS),
+        help="for profiling: fewer targets",
+    )
     parser.add_argument("--output", help="JSON file (default bench/results/api-<database>.json)")
     args = parser.parse_args()
     if not Path(WRK).exists():
@@ -376,7 +385,8 @@ def main() -> None:
     started = time.time()
     outcome = run(args)
     print()
-    print(table(outcome, args.clients))
+    if set(args.targets) == set(TARGETS):
+        print(table(outcome, args.clients))
     check = outcome["check"]
     print(
         f"\nDatabase after the run: {check['orders']} orders ({check['distinct_keys']} idempotency keys),"
