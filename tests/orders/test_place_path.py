@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from core.cache import RedisCacheClient
@@ -22,7 +23,7 @@ from orders import selectors, services
 from orders.domain import Actor, DuplicateOrder, Order, ShippingAddress
 from orders.models import Product
 from orders.repositories import OrderRepository
-from orders.serializers import OrderEventOutputSerializer
+from orders.serializers import OrderDetailOutputSerializer, OrderEventOutputSerializer
 from tests.conftest import ADDRESS_JSON
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("repository")]
@@ -39,7 +40,7 @@ def order_body(**overrides: Any) -> dict[str, Any]:
 
 
 def test_the_answer_to_a_new_order_shows_the_trail_as_read_back(
-    api_as: Any, customer: Any, mug: Any, tee: Any
+    api_as: Any, customer: Any, mug: Any, tee: Any, repository: OrderRepository
 ) -> None:
     client = api_as(customer)
     created = client.post("/api/orders", order_body(), format="json", HTTP_IDEMPOTENCY_KEY="k-1")
@@ -48,6 +49,11 @@ def test_the_answer_to_a_new_order_shows_the_trail_as_read_back(
     assert read.status_code == 200
     assert created.json() == read.json()
     assert [event["type"] for event in created.json()["events"]] == ["created"]
+    # The shape is OrderDetailOutputSerializer's, field for field and in the same order.
+    stored = repository.get(uuid.UUID(created.json()["id"]))
+    events = selectors.order_events_for(repository=repository, order=stored, user=customer)
+    expected = JSONRenderer().render(OrderDetailOutputSerializer(stored, context={"events": events}).data)
+    assert created.content == expected
     # A replay reads the trail back and answers the same.
     replay = client.post("/api/orders", order_body(), format="json", HTTP_IDEMPOTENCY_KEY="k-1")
     assert replay.status_code == 200
