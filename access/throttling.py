@@ -33,12 +33,13 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework.exceptions import ErrorDetail, Throttled
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from core.locks import shared_lock
+from core.locks import cache_database, shared_lock, writes_serialized
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,9 @@ def window_count(key: str, *, period: int, limit: int | None = None) -> Window:
     whatever the cache does with expiry; the cache's timeout only clears old windows away.
     """
     cache = shared_cache()
-    with _exclusive(key):
+    # On SQLite the transaction holds the write lock: atomic without a lock of its own.
+    guard = transaction.atomic(using=cache_database(cache)) if writes_serialized(cache) else _exclusive(key)
+    with guard:
         now = time.time()
         window = cache.get(key)
         if not window or window["end"] <= now:

@@ -25,7 +25,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils.module_loading import import_string
 
-from core.locks import shared_lock
+from core.locks import cache_database, shared_lock, writes_serialized
 from orders.domain import (
     CUSTOMER_EDITABLE_STATUSES,
     MONEY_STATUSES,
@@ -563,7 +563,23 @@ def _anonymous_hold(
     cache = caches["shared"]
     key = _anonymous_hold_key(address)
     limit = settings.ORDER_ANON_HOLD_MAX_UNITS
-    with shared_lock(key, wait=SHARED_LOCK_WAIT_SECONDS, hold=SHARED_LOCK_SECONDS):
+    # Entries outlive the orders' expiry; after that they are dropped (or pruned below).
+    timeout = (
+        settings.ORDER_PAYMENT_TIMEOUT_MINUTES * 60 + 3600
+        if settings.ORDER_PAYMENT_TIMEOUT_MINUTES > 0
+        else None
+    )
+    # The check and the placing, one at a time per address: under the per-address lock, or, where
+    # the cache is a table of this SQLite database and the order is written in it too, in one
+    # transaction, which holds SQLite's one write lock from its start (no lock to take and
+    # release: one write transaction instead of four).
+    guard: Any
+    if repository.shares_database_transaction and writes_serialized(cache):
+        guard = transaction.atomic(using=cache_database(cache))
+    else:
+        guard = shared_lock(key, wait=SHARED_LOCK_WAIT_SECONDS, hold=SHARED_LOCK_SECONDS)
+    refused: HoldLimitExceeded | None = None
+    with guard:
         remembered: dict[str, int] = cache.get(key) or {}
         # What the remembered orders placed is at least what they hold now (an order stops
         # holding, it does not start again): while that fits, no order needs reading.
@@ -583,26 +599,23 @@ def _anonymous_hold(
             if status in STOCK_HOLDING_STATUSES:
                 placed[order_id] = held_units
         held = sum(placed.values())
-        # Entries outlive the orders' expiry; after that they are dropped (or pruned above).
-        timeout = (
-            settings.ORDER_PAYMENT_TIMEOUT_MINUTES * 60 + 3600
-            if settings.ORDER_PAYMENT_TIMEOUT_MINUTES > 0
-            else None
-        )
         if held + units > limit:
             cache.set(key, placed, timeout=timeout)
-            raise HoldLimitExceeded(
+            refused = HoldLimitExceeded(
                 f"Orders placed without an account from your address already hold {held} unpaid"
                 f" item(s); at most {limit} may be held at once. Pay for or cancel an order first,"
                 " or sign in.",
                 held=held,
                 limit=limit,
             )
-        new: list[Order] = []
-        yield new.append
-        for order in new:
-            placed[str(order.id)] = sum(line.quantity for line in order.lines)
-        cache.set(key, placed, timeout=timeout)
+        else:
+            new: list[Order] = []
+            yield new.append
+            for order in new:
+                placed[str(order.id)] = sum(line.quantity for line in order.lines)
+            cache.set(key, placed, timeout=timeout)
+    if refused is not None:
+        raise refused  # once the pruned entry is stored (out of the transaction, if one)
 
 
 def _apply(
