@@ -32,12 +32,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework.exceptions import ErrorDetail, Throttled
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from core.locks import shared_lock
+from core.locks import cache_database, shared_lock, writes_serialized
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +142,9 @@ def window_count(key: str, *, period: int, limit: int | None = None) -> Window:
     whatever the cache does with expiry; the cache's timeout only clears old windows away.
     """
     cache = shared_cache()
-    with _exclusive(key):
+    # On SQLite the transaction holds the write lock: atomic without a lock of its own.
+    guard = transaction.atomic(using=cache_database(cache)) if writes_serialized(cache) else _exclusive(key)
+    with guard:
         now = time.time()
         window = cache.get(key)
         if not window or window["end"] <= now:
@@ -158,8 +162,11 @@ def budget_take(budget: Budget, client: str) -> float | None:
     reached the request is allowed (and logged): a limit must not take the site down with it."""
     key = f"{KEY_PREFIX}:{budget.name}:{key_part(client)}"
     try:
+        cache = shared_cache()
+        if isinstance(cache, RedisCache):
+            return _redis_budget_take(cache, key, budget)
         # A full window is refused on one read, without the lock: a flood costs the cache little.
-        current = shared_cache().get(key)
+        current = cache.get(key)
         now = time.time()
         if current and current["end"] > now and current["count"] >= budget.limit:
             return current["end"] - now
@@ -168,6 +175,43 @@ def budget_take(budget: Budget, client: str) -> float | None:
         logger.exception("Rate limit %s not applied: the shared cache failed", budget.name)
         return None
     return None if window.counted else window.remaining
+
+
+def _redis_budget_take(cache: RedisCache, key: str, budget: Budget) -> float | None:
+    """`budget_take` on Redis, whose INCR is atomic: no lock, two commands a request (read the
+    window, count in it), three for the request that opens one. The same windows as
+    `window_count`'s, kept in two keys: the window's end (`<key>:end`, compared with
+    `time.time()`) and its count (`<key>:n`). Requests over the limit are refused; the count
+    they add changes nothing (the window is full either way)."""
+    end_key, count_key = f"{key}:end", f"{key}:n"
+    ttl = budget.period + 1
+    now = time.time()
+    found = cache.get_many([end_key, count_key])
+    end = found.get(end_key)
+    if end is not None and end > now and found.get(count_key, 0) >= budget.limit:
+        return end - now
+    if end is None:
+        # No window: the request that stores the end opens one (`add`: one of racing twins).
+        if cache.add(end_key, now + budget.period, timeout=ttl):
+            end = now + budget.period
+            cache.add(count_key, 0, timeout=ttl)
+        else:
+            end = cache.get(end_key)
+    elif end <= now:
+        # A window that closed and has not expired yet: one request (per old end) reopens it.
+        if cache.add(f"{key}:reopened:{end!r}", 1, timeout=ttl):
+            end = now + budget.period
+            cache.set_many({end_key: end, count_key: 0}, timeout=ttl)
+        else:
+            end = cache.get(end_key)
+    if end is None or end <= now:
+        return None  # the window is being reopened this very moment: let this one through
+    try:
+        count = cache.incr(count_key)
+    except ValueError:  # the count expired in between: this window's first
+        cache.add(count_key, 0, timeout=ttl)
+        count = cache.incr(count_key)
+    return None if count <= budget.limit else end - now
 
 
 def retry_after(seconds: float) -> int:

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.core.cache import caches
 
@@ -43,3 +44,28 @@ def shared_lock(key: str, *, wait: float = 5.0, hold: float = 10.0, required: bo
     finally:
         if held and cache.get(name) == token:
             cache.delete(name)
+
+
+def writes_serialized(cache: Any) -> bool:
+    """Whether `cache` is a table of a SQLite database whose transactions begin IMMEDIATE.
+
+    Such a transaction takes the database's one write lock at its start and holds it to its
+    end, so a read-modify-write of the cache inside `transaction.atomic(using=...)` is atomic
+    by itself: one write transaction instead of a `shared_lock` around it (three: take, write,
+    release), each queueing for that same write lock.
+    """
+    from django.core.cache.backends.db import DatabaseCache
+    from django.db import connections, router
+
+    if not isinstance(cache, DatabaseCache):
+        return False
+    connection = connections[router.db_for_write(cache.cache_model_class)]
+    mode = str(connection.settings_dict.get("OPTIONS", {}).get("transaction_mode") or "").upper()
+    return connection.vendor == "sqlite" and mode in {"IMMEDIATE", "EXCLUSIVE"}
+
+
+def cache_database(cache: Any) -> str:
+    """The database alias a database cache writes to (see `writes_serialized`)."""
+    from django.db import router
+
+    return router.db_for_write(cache.cache_model_class)

@@ -11,17 +11,19 @@ from rest_framework import permissions, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.serializer_helpers import ReturnDict
 from rest_framework.views import APIView
 
 from access.permissions import HasScopes
 from access.throttling import client_address
 from core.serializers import ErrorSerializer
 from orders import selectors, services
-from orders.domain import Order, OrderStatus, ShippingAddress
+from orders.domain import Order, OrderEvent, OrderStatus, ShippingAddress
 from orders.repositories import get_order_repository
 from orders.serializers import (
     OrderCreateInputSerializer,
     OrderDetailOutputSerializer,
+    OrderEventOutputSerializer,
     OrderListQuerySerializer,
     OrderOutputSerializer,
     OrderPageOutputSerializer,
@@ -48,10 +50,34 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: ERRORS[code] for code in codes}
 
 
-def _render_detail(order: Order, user: AbstractBaseUser | AnonymousUser) -> dict[str, Any]:
-    # Customers do not read staff's notes and reasons (selectors.order_events_for).
-    events = selectors.order_events_for(repository=get_order_repository(), order=order, user=user)
-    return OrderDetailOutputSerializer(order, context={"events": events}).data
+class _WrittenEvents:
+    """The audit trail of an order just written, as the repository would read it back."""
+
+    def __init__(self, events: list[OrderEvent]) -> None:
+        self._events = events
+
+    def events(self, order_id: Any) -> list[OrderEvent]:
+        return list(self._events)
+
+
+# Output serializers keep no state between calls (no context): built once, their fields are not
+# deep-copied again for every answer (a tenth of a new order's CPU time).
+_ORDER_OUTPUT = OrderOutputSerializer()
+_EVENTS_OUTPUT = OrderEventOutputSerializer(many=True)
+
+
+def _render_detail(
+    order: Order, user: AbstractBaseUser | AnonymousUser, *, written: list[OrderEvent] | None = None
+) -> dict[str, Any]:
+    """The order with its audit trail (`OrderDetailOutputSerializer`'s shape); `written`: the
+    whole trail of an order just created, so it is not read back. Customers do not read staff's
+    notes and reasons (selectors.order_events_for)."""
+    source = _WrittenEvents(written) if written is not None else get_order_repository()
+    events = selectors.order_events_for(repository=source, order=order, user=user)  # type: ignore[arg-type]
+    return ReturnDict(
+        {**_ORDER_OUTPUT.to_representation(order), "events": _EVENTS_OUTPUT.to_representation(events)},
+        serializer=_ORDER_OUTPUT,
+    )
 
 
 def _load_order(order_id: str, user: AbstractBaseUser | AnonymousUser) -> Order:
@@ -151,7 +177,7 @@ class OrderCollectionApi(APIView):
         email = data.validated_data.get("email") or (user.email if user.is_authenticated else "")
         if not email:
             raise ValidationError({"email": ["An email address is needed for the order."]})
-        order, created = services.order_place(
+        order, created, events = services.order_place_with_events(
             repository=get_order_repository(),
             actor=services.actor_for(user, guest_email=email),
             customer_id=user.pk if user.is_authenticated else None,
@@ -164,7 +190,7 @@ class OrderCollectionApi(APIView):
             client_address=client_address(request),
         )
         return Response(
-            _render_detail(order, user),
+            _render_detail(order, user, written=events),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
             headers={"Location": f"/api/orders/{order.id}"},
         )

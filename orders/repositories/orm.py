@@ -34,27 +34,38 @@ class DjangoOrderRepository:
     shares_database_transaction = True
 
     def add(self, order: Order, *, outbox: Sequence[OutboxMessage] = ()) -> None:
-        with transaction.atomic():
+        # One savepoint, around the insert a duplicate may refuse: the outer block is a
+        # transaction of its own or joins the caller's without a savepoint of its own (an error
+        # after the insert then rolls the caller's whole transaction back, never half an order).
+        # A duplicate is raised once out of the block, whose transaction is still usable.
+        duplicate: IntegrityError | None = None
+        with transaction.atomic(savepoint=False):
             try:
                 with transaction.atomic():
-                    row = models.Order.objects.create(**self._order_fields(order), id=order.id)
+                    models.Order.objects.create(**self._order_fields(order), id=order.id)
             except IntegrityError as exc:
-                raise DuplicateOrder(f"Order {order.id} or its idempotency key is already stored.") from exc
-            models.OrderLine.objects.bulk_create(
-                models.OrderLine(
-                    order=row,
-                    position=position,
-                    product_id=line.product_id,
-                    sku=line.sku,
-                    name=line.name,
-                    unit_price_minor=line.unit_price_minor,
-                    quantity=line.quantity,
-                )
-                for position, line in enumerate(order.lines, start=1)
-            )
-            self._write_events_and_outbox(order, outbox)
+                duplicate = exc
+            else:
+                self._add_lines_events_and_outbox(order, outbox)
+        if duplicate is not None:
+            raise DuplicateOrder(f"Order {order.id} or its idempotency key is already stored.") from duplicate
         live.publish_order(order.id)  # once committed: the order page and /ops/ look again
         order.pending_events.clear()
+
+    def _add_lines_events_and_outbox(self, order: Order, outbox: Sequence[OutboxMessage]) -> None:
+        models.OrderLine.objects.bulk_create(
+            models.OrderLine(
+                order_id=order.id,
+                position=position,
+                product_id=line.product_id,
+                sku=line.sku,
+                name=line.name,
+                unit_price_minor=line.unit_price_minor,
+                quantity=line.quantity,
+            )
+            for position, line in enumerate(order.lines, start=1)
+        )
+        self._write_events_and_outbox(order, outbox)
 
     def save(self, order: Order, *, outbox: Sequence[OutboxMessage] = ()) -> None:
         # No savepoint inside the caller's transaction (the services' `_apply` has one): a failure
