@@ -127,12 +127,19 @@ def outbox_relay(
             for name, config in settings.INTEGRATIONS.items()
             if message.event_type in config["events"]
         ]
-        inserted = _insert_new(rows)
+        if repository.shares_database_transaction:
+            # The order store is this database: the deliveries and the mark in one transaction
+            # (one commit, not two; a relay that dies in between leaves both undone).
+            with transaction.atomic():
+                inserted = _insert_new(rows)
+                repository.outbox_mark_relayed(messages)
+        else:
+            inserted = _insert_new(rows)
+            # After the deliveries are committed, not inside their transaction: the order store
+            # is another database (DynamoDB), whose calls must not hold SQLite's one write lock.
+            repository.outbox_mark_relayed(messages)
         if inserted:
             live.publish(live.OPS)
-        # After the deliveries are committed, not inside their transaction: the order store may be
-        # another database (DynamoDB), and its calls must not hold SQLite's one write lock.
-        repository.outbox_mark_relayed(messages)
         created += len(inserted)
         touched |= {row.integration for row in rows if row.idempotency_key in inserted}
         if len(messages) < limit:
