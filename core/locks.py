@@ -42,8 +42,25 @@ def shared_lock(key: str, *, wait: float = 5.0, hold: float = 10.0, required: bo
     try:
         yield held
     finally:
-        if held and cache.get(name) == token:
-            cache.delete(name)
+        if held:
+            _release(cache, name, token)
+
+
+# Delete the key only if it still holds this token: one atomic round trip on Redis.
+_RELEASE_LUA = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def _release(cache: Any, name: str, token: str) -> None:
+    """Release `name` if it is still ours: a compare-and-delete script on Redis (one command
+    instead of GET then DEL); elsewhere (the database cache) a read, then a delete."""
+    from django.core.cache.backends.redis import RedisCache
+
+    if isinstance(cache, RedisCache):
+        client = cache._cache.get_client(write=True)
+        value = cache._cache._serializer.dumps(token)
+        client.register_script(_RELEASE_LUA)(keys=[cache.make_and_validate_key(name)], args=[value])
+    elif cache.get(name) == token:
+        cache.delete(name)
 
 
 def writes_serialized(cache: Any) -> bool:

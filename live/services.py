@@ -14,8 +14,11 @@ import uuid
 from urllib.parse import urlencode
 
 from django.core.cache import caches
+from django.core.cache.backends.db import DatabaseCache
 from django.db import transaction
 from django.urls import reverse
+
+from core.locks import cache_database
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +54,16 @@ def publish_order(order_id: uuid.UUID | str, *, ops: bool = True) -> None:
 
 def _write(channels: tuple[str, ...]) -> None:
     token = uuid.uuid4().hex
+    cache = caches["shared"]
     try:
-        caches["shared"].set_many({channel_key(c): token for c in channels}, timeout=VERSION_TTL_SECONDS)
+        # One round trip on Redis (Django pipelines a set_many). On the database cache each key is
+        # its own write transaction unless they share one: an order's two notices (its page and
+        # /ops/) then cost one transaction, not two, each queueing for SQLite's one writer.
+        if isinstance(cache, DatabaseCache) and len(channels) > 1:
+            with transaction.atomic(using=cache_database(cache)):
+                cache.set_many({channel_key(c): token for c in channels}, timeout=VERSION_TTL_SECONDS)
+        else:
+            cache.set_many({channel_key(c): token for c in channels}, timeout=VERSION_TTL_SECONDS)
     except Exception:
         logger.warning("Could not publish a live change of %s", ", ".join(channels), exc_info=True)
 
