@@ -45,7 +45,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -133,25 +132,11 @@ def code_version() -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
 def database(url: str | None, workdir: Path) -> Iterator[tuple[dict[str, str], str]]:
     """Variables pointing at a fresh database, and its kind; a PostgreSQL one is dropped after."""
-    if not url:
-        yield {"SQLITE_PATH": str(workdir / "bench.sqlite3")}, "sqlite"
-        return
-    import psycopg
+    from tools.processes import throwaway_database
 
-    parts = urlsplit(url)
-    if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
-        raise SystemExit("--database-url must be a postgres:// URL")
-    name = f"cis_bench_api_{secrets.token_hex(4)}"
-    admin = psycopg.connect(url.replace(f"{parts.scheme}://", "postgresql://", 1), autocommit=True)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield {"DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}"))}, "postgresql"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    return throwaway_database(url, workdir, prefix="cis_bench_api")
 
 
 def redis_cleanup(url: str, prefix: str) -> None:

@@ -51,7 +51,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -278,28 +277,11 @@ class QueueSampler:
 
 
 # --- the database -------------------------------------------------------------------------------
-@contextlib.contextmanager
 def database(url: str | None, workdir: Path) -> Iterator[tuple[dict[str, str], str]]:
-    """Variables pointing at a fresh database, and its kind; the database is removed afterwards."""
-    if not url:
-        yield {"SQLITE_PATH": str(workdir / "bench.sqlite3")}, "sqlite"
-        return
-    import psycopg
+    """Variables pointing at a fresh database, and its kind; a PostgreSQL one is dropped after."""
+    from tools.processes import throwaway_database
 
-    parts = urlsplit(url)
-    if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
-        raise SystemExit("--database-url must be a postgres:// URL")
-    name = f"cis_bench_{secrets.token_hex(4)}"
-    admin = psycopg.connect(url.replace(f"{parts.scheme}://", "postgresql://", 1), autocommit=True)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield {"DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}"))}, "postgresql"
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    return throwaway_database(url, workdir, prefix="cis_bench")
 
 
 def redis_cleanup(url: str, cluster: str, prefix: str) -> int:

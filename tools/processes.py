@@ -162,3 +162,33 @@ def web_server_env(*, folder: Path, port: int, stripe_url: str, workers: int = 2
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     return env
+
+
+@contextlib.contextmanager
+def throwaway_database(url: str | None, workdir: Path, *, prefix: str) -> Any:
+    """Settings for a fresh database, and its kind: a SQLite file in `workdir`, or with `url` (a
+    postgres:// URL whose database exists) a new PostgreSQL database `<prefix>_<random>`, dropped
+    afterwards. For the benchmarks; psycopg is imported only when PostgreSQL is asked for."""
+    if not url:
+        yield {"SQLITE_PATH": str(workdir / "bench.sqlite3")}, "sqlite"
+        return
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
+        raise SystemExit("--database-url must be a postgres:// URL")
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = psycopg.connect(url.replace(f"{parts.scheme}://", "postgresql://", 1), autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {"DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}"))}, "postgresql"
+    finally:
+        if "django" in sys.modules:  # this process's own connections, if it opened any
+            from django.db import connections
+
+            connections.close_all()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
