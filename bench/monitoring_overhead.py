@@ -124,11 +124,16 @@ class WebServer(Managed):
     """gunicorn as the Procfile's `web` line runs it, in a session of its own."""
 
     def start(self) -> WebServer:
-        script = Path(sys.executable).with_name("gunicorn")  # the venv's, as `make run` finds it
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "gunicorn"]
+        from tools.processes import procfile_command
+
+        # The Procfile's own line (gunicorn, config/gunicorn.py's workers, the app it names), with
+        # the venv's gunicorn as `make run` finds it.
+        command = procfile_command("web")
+        script = Path(sys.executable).with_name(command[0])
+        command = [str(script), *command[1:]] if script.exists() else [sys.executable, "-m", *command]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603 - our own web server
-                [*command, "-c", "config/gunicorn.py", "config.wsgi"],
+                command,
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,
