@@ -49,7 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.processes import free_port, procfile_command  # noqa: E402 - after the path above
+from tools.processes import free_port, procfile_command, start  # noqa: E402 - after the path above
 
 WRK = "/usr/bin/wrk"
 SKUS = ("BENCH-A", "BENCH-B")
@@ -270,15 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         manage = [sys.executable, "manage.py"]
         subprocess.run([*manage, "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)  # noqa: S603
         subprocess.run([sys.executable, "-c", SEED], cwd=ROOT, env=env, check=True)  # noqa: S603
-        log = (workdir / "server.log").open("w")
-        server = subprocess.Popen(  # noqa: S603 - our own web server
-            procfile_command("web"),
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        server = start(procfile_command("web"), env=env, log=workdir / "server.log")
         results: dict[str, Any] = {}
         try:
             wait_up(port)
@@ -312,7 +304,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if server.poll() is None:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
-            log.close()
         checked = json.loads(
             subprocess.run(  # noqa: S603
                 [sys.executable, "-c", CHECK], cwd=ROOT, env=env, check=True, capture_output=True, text=True

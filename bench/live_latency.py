@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sandbox.stripe.server import StripeSandboxThread  # noqa: E402 - after the path above
-from tools.processes import free_port, procfile_command, web_server_env  # noqa: E402
+from tools.processes import free_port, procfile_command, start, web_server_env  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
@@ -296,15 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         subprocess.run(  # noqa: S603 - our own manage.py
             [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True
         )
-    log = (folder / "gunicorn.log").open("w")
-    process = subprocess.Popen(  # noqa: S603 - our own web server
-        procfile_command("web"),
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = start(procfile_command("web"), env=env, log=folder / "gunicorn.log")
     base = f"http://127.0.0.1:{port}"
     streams: list[Stream] = []
     try:
@@ -455,7 +447,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        log.close()
         stripe.stop()
 
     counted = [s for s in samples if not s["warmup"]]
